@@ -39,3 +39,12 @@ def test_atomic_write_json_roundtrip(tmp_path):
 def test_mode_is_checked(tmp_path):
     with pytest.raises(ValueError, match="mode"), atomic_write(tmp_path / "x", "a"):
         pass
+
+
+def test_written_file_has_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "x.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,428 @@
+"""Typed configuration of the landmark pipeline, loaded from YAML with strict checking.
+
+YAML is read with ``yaml.safe_load`` (no Python objects can be constructed from a config) and turned
+into the dataclasses below. Unknown keys and values of the wrong type are refused with the dotted key
+named (``train.lr: expected float, got str 'fast'``), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "section_hash",
+]
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or of the wrong type; the message names the dotted key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from (stage ``prepare``)."""
+
+    #: ``gldv2`` (the Kaggle CSVs + a/b/c/ layout), ``folders`` (root/<class>/<image>),
+    #: ``synthetic`` (the embedded demo data, generated into ``root`` or ``<out>/data``).
+    format: Literal["gldv2", "folders", "synthetic"] = "gldv2"
+    #: data folder; relative paths are relative to the config file. ``null``: ``<out>/data``.
+    root: str | None = None
+    #: GLDv2: keep only the images listed in train_clean.csv (GLDv2-clean).
+    use_train_clean: bool = True
+    #: keyword arguments for ``rk.data.synthetic_landmarks`` (format ``synthetic`` only).
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CleanConfig:
+    """The Places365 outdoor rule and the minimum-images-per-class rule (stage ``clean``)."""
+
+    min_images_per_class: int = 10
+    #: path to the CSAIL ``resnet50_places365.pth.tar``; ``null`` skips the outdoor rule (reported).
+    places365_checkpoint: str | None = None
+    #: path to the official ``IO_places365.txt`` (required with a checkpoint).
+    places365_io: str | None = None
+    places365_arch: str = "resnet50"
+    top_k: int = 5
+    min_outdoor_votes: int = 3
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class SplitConfig:
+    """Validation classes, their database, the distractor pool (stage ``split``)."""
+
+    seed: int = 0
+    #: classes held out of training for validation (queries + database of the same classes).
+    num_val_classes: int = 5000
+    #: queries drawn from each validation class; the rest of the class is its database.
+    val_queries_per_class: int = 2
+    #: ``index``: non-landmark pool from index.csv (never a query);
+    #: ``other_usage``: non-landmark test queries of the usage that is NOT scored;
+    #: ``none``: no reranking.
+    distractor_source: Literal["index", "other_usage", "none"] = "index"
+    #: cap on the distractor pool (``null``: all of it).
+    max_distractors: int | None = None
+    #: test-set usages (recognition_solution ``Usage``) that are scored.
+    scored_usage: list[str] = field(default_factory=lambda: ["Private", "Public"])
+
+
+@dataclass
+class ModelConfig:
+    """The embedding network (``rk.backbones.create_backbone``)."""
+
+    backbone: str = "resnet101"
+    #: ``true`` (the backbone's pretrained weights), ``false``, or a path to a state dict.
+    pretrained: bool | str = True
+    embedding_dim: int | None = 512
+    pooling: str = "gem"
+    #: training crop / evaluation size and the squash size before the crop.
+    image_size: int = 224
+    resize_size: int = 256
+
+
+@dataclass
+class TrainConfig:
+    """Training (stage ``train``); the defaults are the reproduced pipeline's."""
+
+    epochs: int = 5
+    classes_per_batch: int = 12
+    samples_per_class: int = 8
+    #: gradient accumulation: batches per optimizer step.
+    accumulate: int = 15
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    #: ``euclidean``: train on the raw embedding (the reproduced pipeline); ``cosine``: on the
+    #: L2-normalised one. Retrieval is always cosine.
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    #: ``triplet``: batch-hard triplets; ``subspace_triplet``: one embedding chunk per cluster.
+    loss: Literal["triplet", "subspace_triplet"] = "triplet"
+    #: ``null``: soft margin log(1 + exp(d_ap - d_an)).
+    margin: float | None = None
+    #: ``cluster``: each batch from one cluster of look-alike classes; ``pk``: P x K at random.
+    sampler: Literal["cluster", "pk"] = "cluster"
+    num_clusters: int = 20
+    #: frozen pretrained model whose class centres are clustered.
+    cluster_backbone: str = "resnet50"
+    #: weights of the cluster backbone: ``true`` (its pretrained weights) or a path.
+    cluster_pretrained: bool | str = True
+    #: re-cluster with the current model every N epochs (0: never, as the reproduced pipeline).
+    recluster_every: int = 0
+    amp: bool = False
+    num_workers: int = 0
+    #: cap on batches per epoch (``null``: all), for quick runs.
+    max_batches_per_epoch: int | None = None
+    #: also checkpoint every N optimizer steps inside an epoch (0: only at epoch ends).
+    checkpoint_every_steps: int = 0
+    #: ``squash_crop``: squash to resize_size, random image_size crop, flip (the reproduced
+    #: pipeline); ``random_resized_crop``: RandomResizedCrop with ``crop_scale``, flip.
+    augment: Literal["squash_crop", "random_resized_crop"] = "squash_crop"
+    crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
+    deterministic: bool = False
+
+
+@dataclass
+class EmbedConfig:
+    batch_size: int = 64
+    num_workers: int = 0
+    #: evaluation size (``null``: ``model.image_size``).
+    image_size: int | None = None
+
+
+@dataclass
+class IndexConfig:
+    #: faiss index factory string or ``auto`` (exact for small sets).
+    factory: str = "auto"
+
+
+@dataclass
+class PredictConfig:
+    #: neighbours kept per query.
+    k: int = 10
+    #: ``nn``: label of the nearest neighbour (the reproduced pipeline); ``vote``: score vote.
+    method: Literal["nn", "vote"] = "nn"
+    #: distractor reranking: subtract alpha x mean of the top-k similarities to non-landmarks.
+    rerank_k: int = 5
+    rerank_alpha: float = 1.0
+
+
+@dataclass
+class EvaluateConfig:
+    map_k: int = 100
+
+
+@dataclass
+class VisualizeConfig:
+    #: queries per grid and neighbours shown per query.
+    rows: int = 6
+    neighbours: int = 3
+    thumb_size: int = 128
+
+
+@dataclass
+class SubmitConfig:
+    #: use the reranked scores in the submission.
+    rerank: bool = True
+
+
+@dataclass
+class Config:
+    """The whole pipeline's configuration (one section per stage)."""
+
+    seed: int = 0
+    #: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...
+    device: str = "auto"
+    #: torch CPU threads (``null``: torch's default).
+    threads: int | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    visualize: VisualizeConfig = field(default_factory=VisualizeConfig)
+    submit: SubmitConfig = field(default_factory=SubmitConfig)
+
+
+# A float written as 1e-3 is a *string* to YAML 1.1 (it needs a dot); accept that one spelling.
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got null")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(
+            f"{key}: expected {' or '.join(_type_name(o) for o in options)}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {
+            _convert(k, key_tp, f"{key}.{k}"): _convert(v, val_tp, f"{key}.{k}")
+            for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if value is None:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got null")
+    # bool is an int subclass: refuse it where a number is meant, and numbers where a bool is.
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a field type this loader does not know
+        raise TypeError(f"{key}: unsupported config field type {tp!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix or "the config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        dotted = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in unknown)
+        raise ConfigError(f"unknown key {dotted} (known keys in {where}: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{prefix + '.' if prefix else ''}{name}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    """Build a :class:`Config` from a plain mapping, refusing unknown keys and wrong types.
+
+    Example:
+        >>> config_from_dict({"train": {"epochs": 2}}).train.epochs
+        2
+    """
+    config = _build(Config, data, "")
+    _check_values(config)
+    return config
+
+
+def _check_values(config: Config) -> None:
+    positive = {
+        "clean.min_images_per_class": config.clean.min_images_per_class,
+        "clean.top_k": config.clean.top_k,
+        "clean.batch_size": config.clean.batch_size,
+        "split.val_queries_per_class": config.split.val_queries_per_class,
+        "model.image_size": config.model.image_size,
+        "model.resize_size": config.model.resize_size,
+        "train.classes_per_batch": config.train.classes_per_batch,
+        "train.samples_per_class": config.train.samples_per_class,
+        "train.accumulate": config.train.accumulate,
+        "train.num_clusters": config.train.num_clusters,
+        "embed.batch_size": config.embed.batch_size,
+        "predict.k": config.predict.k,
+        "predict.rerank_k": config.predict.rerank_k,
+        "evaluate.map_k": config.evaluate.map_k,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {value}")
+    non_negative = {
+        "split.num_val_classes": config.split.num_val_classes,
+        "train.epochs": config.train.epochs,
+        "train.recluster_every": config.train.recluster_every,
+        "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
+        "train.lr": config.train.lr,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {value}")
+    if not 0 <= config.clean.min_outdoor_votes <= config.clean.top_k:
+        raise ConfigError(
+            f"clean.min_outdoor_votes: must be between 0 and clean.top_k={config.clean.top_k}, "
+            f"got {config.clean.min_outdoor_votes}"
+        )
+    if config.clean.places365_checkpoint and not config.clean.places365_io:
+        raise ConfigError("clean.places365_io: required when clean.places365_checkpoint is set")
+    if len(config.train.crop_scale) != 2 or not (
+        0 < config.train.crop_scale[0] <= config.train.crop_scale[1] <= 1
+    ):
+        raise ConfigError(
+            f"train.crop_scale: expected [low, high] with 0 < low <= high <= 1, "
+            f"got {config.train.crop_scale}"
+        )
+    if config.model.resize_size < config.model.image_size:
+        raise ConfigError(
+            f"model.resize_size: must be >= model.image_size={config.model.image_size}, "
+            f"got {config.model.resize_size}"
+        )
+    if config.split.distractor_source == "other_usage" and len(config.split.scored_usage) != 1:
+        raise ConfigError(
+            "split.scored_usage: distractor_source 'other_usage' takes its distractors from the "
+            f"usage that is not scored, so exactly one usage must be scored, got "
+            f"{config.split.scored_usage}"
+        )
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (``yaml.safe_load``) into a :class:`Config`.
+
+    Relative data paths in the file are resolved against the file's folder.
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys to set after reading, e.g. ``{"train.epochs": 1}``.
+
+    Example:
+        >>> cfg = load_config("examples/landmark/configs/demo.yaml")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{dotted}: {p} is not a mapping")
+        node[leaf] = value
+    try:
+        config = config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    base = path.resolve().parent
+    for section, key in (
+        ("data", "root"),
+        ("clean", "places365_checkpoint"),
+        ("clean", "places365_io"),
+    ):
+        obj = getattr(config, section)
+        value = getattr(obj, key)
+        if value and not Path(value).expanduser().is_absolute():
+            setattr(obj, key, str((base / Path(value).expanduser()).resolve()))
+    if isinstance(config.model.pretrained, str):
+        p = Path(config.model.pretrained).expanduser()
+        if not p.is_absolute():
+            config.model.pretrained = str((base / p).resolve())
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as plain data (what ``config.yaml`` in the output folder holds)."""
+    return dataclasses.asdict(config)
+
+
+def section_hash(config: Config, *sections: str) -> str:
+    """A short, stable hash of some config sections (decides whether a stage must be redone)."""
+    data = config_to_dict(config)
+    blob = json.dumps({s: data[s] for s in sections}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,125 @@
+"""Stage completion markers: a stage is done only when its marker says so and its outputs agree.
+
+After a stage has written all its outputs (each one atomically), it writes
+``<out>/stages/<stage>.done.json`` - also atomically - holding the config hash it ran with, the
+markers of the stages it read from, and the size and SHA-256 of every output. A stage is complete
+when that marker exists and all of it still holds. A stage killed half way has no marker (or an old
+one whose hashes no longer match), so it is redone rather than mistaken for done, and an upstream
+stage that was redone makes its downstream stages stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from retrieval_kit._io import atomic_write_json
+
+__all__ = ["StageMarker", "file_digest"]
+
+logger = logging.getLogger(__name__)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class StageMarker:
+    """Reads and writes the completion marker of one stage.
+
+    Example:
+        >>> marker = StageMarker(out, "embed")  # doctest: +SKIP
+        >>> if not marker.is_complete(config_hash, upstream=["train"]): ...
+    """
+
+    def __init__(self, out: Path, stage: str) -> None:
+        self.out = Path(out)
+        self.stage = stage
+        self.path = self.out / "stages" / f"{stage}.done.json"
+
+    def read(self) -> dict[str, Any] | None:
+        """The marker's content, or None when there is none (or it cannot be read)."""
+        if not self.path.is_file():
+            return None
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            logger.warning("ignoring unreadable stage marker %s: %s", self.path, e)
+            return None
+
+    def fingerprint(self) -> str | None:
+        """A hash of this stage's marker: changes whenever the stage is redone."""
+        marker = self.read()
+        if marker is None:
+            return None
+        # What the stage produced and from what, not when: a forced rerun that reproduces the
+        # same outputs leaves the stages after it valid.
+        core = {k: marker.get(k) for k in ("config_hash", "upstream", "outputs")}
+        return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
+
+    def why_incomplete(self, config_hash: str, upstream: Iterable[str] = ()) -> str | None:
+        """Why the stage must run, or None when it is complete."""
+        marker = self.read()
+        if marker is None:
+            return "no completion marker"
+        if marker.get("config_hash") != config_hash:
+            return "its configuration changed"
+        recorded = marker.get("upstream", {})
+        for name in upstream:
+            if recorded.get(name) != StageMarker(self.out, name).fingerprint():
+                return f"upstream stage {name!r} changed"
+        for rel, info in marker.get("outputs", {}).items():
+            path = self.out / rel
+            if not path.is_file():
+                return f"output {rel} is missing"
+            if path.stat().st_size != info["size"]:
+                return f"output {rel} changed size"
+            if file_digest(path) != info["sha256"]:
+                return f"output {rel} changed content"
+        return None
+
+    def is_complete(self, config_hash: str, upstream: Iterable[str] = ()) -> bool:
+        """True when the stage's outputs are complete and current."""
+        return self.why_incomplete(config_hash, upstream) is None
+
+    def invalidate(self) -> None:
+        """Remove the marker (the stage is about to be redone)."""
+        self.path.unlink(missing_ok=True)
+
+    def write(
+        self,
+        config_hash: str,
+        outputs: Iterable[Path],
+        *,
+        upstream: Iterable[str] = (),
+        seconds: float,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the stage as complete; call only after every output has been written."""
+        files = {}
+        for p in outputs:
+            p = Path(p)
+            rel = p.resolve().relative_to(self.out.resolve()).as_posix()
+            files[rel] = {"size": p.stat().st_size, "sha256": file_digest(p)}
+        atomic_write_json(
+            self.path,
+            {
+                "stage": self.stage,
+                "config_hash": config_hash,
+                "upstream": {n: StageMarker(self.out, n).fingerprint() for n in upstream},
+                "outputs": files,
+                "seconds": round(seconds, 3),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "info": info or {},
+            },
+        )

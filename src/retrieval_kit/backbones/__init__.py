@@ -1,0 +1,60 @@
+"""Backbones: a registry of image trunks turned into embedding models (pooling, head, L2 norm).
+
+Example:
+    >>> import retrieval_kit as rk
+    >>> model = rk.backbones.create_backbone("resnet50", embedding_dim=512, pooling="gem")
+    >>> model.embedding_dim
+    512
+"""
+
+from __future__ import annotations
+
+from retrieval_kit.backbones._data_config import IMAGENET_MEAN, IMAGENET_STD, make_data_config
+from retrieval_kit.backbones._registry import (
+    create_backbone,
+    is_backbone,
+    list_backbones,
+    register_backbone,
+)
+from retrieval_kit.backbones.efficientnet_lite import (
+    EFFICIENTNET_LITE0_DATA_CONFIG,
+    efficientnet_lite0_imagenet_state_dict,
+    efficientnet_lite0_weights_path,
+)
+from retrieval_kit.backbones.embedding_model import EmbeddingModel
+from retrieval_kit.backbones.pooling import MAC, GeM, SPoC, gem, get_pooling, mac, spoc
+from retrieval_kit.backbones.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
+from retrieval_kit.backbones.state_dict import (
+    load_state_dict_file,
+    load_weights,
+    map_state_dict_by_position,
+)
+
+__all__ = [
+    "EFFICIENTNET_LITE0_DATA_CONFIG",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAC",
+    "EmbeddingModel",
+    "GeM",
+    "SPoC",
+    "create_backbone",
+    "efficientnet_lite0_imagenet_state_dict",
+    "efficientnet_lite0_weights_path",
+    "gem",
+    "get_pooling",
+    "is_backbone",
+    "list_backbones",
+    "load_state_dict_file",
+    "load_weights",
+    "make_data_config",
+    "map_state_dict_by_position",
+    "mac",
+    "register_backbone",
+    "resnet101",
+    "resnet152",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "spoc",
+]

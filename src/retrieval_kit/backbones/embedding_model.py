@@ -1,0 +1,143 @@
+"""EmbeddingModel: trunk -> global pooling -> optional Linear + BatchNorm1d head -> L2 norm."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrieval_kit.backbones._data_config import (
+    check_data_config,
+    data_config_from_timm,
+    make_data_config,
+)
+from retrieval_kit.backbones.pooling import get_pooling
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EmbeddingModel"]
+
+
+class EmbeddingModel(nn.Module):
+    """An image embedding network: ``trunk`` feature maps, ``pooling``, ``head``, L2 normalisation.
+
+    Usually built with :func:`retrieval_kit.backbones.create_backbone`; construct it directly to
+    wrap any trunk of your own.
+
+    Args:
+        trunk: Module whose ``forward_features(x)`` (if it has one, as timm models do) or
+            ``forward(x)`` returns a (B, C, H, W) feature map. A timm trunk with
+            ``output_fmt == "NHWC"`` is permuted.
+        embedding_dim: Output size of the Linear + BatchNorm1d head; None for no head (the pooled
+            trunk features, ``embedding_dim`` is then C).
+        pooling: ``"gem"`` (learnable p, starts at 3), ``"mac"``, ``"spoc"`` or a module mapping
+            (B, C, H, W) to (B, C).
+        normalize: L2-normalise the output. The trainer may switch it off
+            (``model.normalize = False``) to train with Euclidean distance on the raw embedding.
+        num_features: C; defaults to ``trunk.num_features``, else found with one dummy forward.
+        data_config: Preprocessing (mean, std, image_size, resize_size, interpolation); defaults to
+            ``trunk.data_config``, then the trunk's timm ``pretrained_cfg``, then ImageNet 224/256.
+        name: The backbone's registry name, for reprs and logs.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> trunk = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> model = EmbeddingModel(trunk, embedding_dim=4, num_features=8)
+        >>> model(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        *,
+        embedding_dim: int | None = 512,
+        pooling: str | nn.Module = "gem",
+        normalize: bool = True,
+        num_features: int | None = None,
+        data_config: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if embedding_dim is not None and (
+            isinstance(embedding_dim, bool)
+            or not isinstance(embedding_dim, int)
+            or embedding_dim <= 0
+        ):
+            raise ValueError(f"embedding_dim must be a positive int or None, got {embedding_dim!r}")
+        self.name = name or type(trunk).__name__
+        self.trunk = trunk
+        self._use_forward_features = callable(getattr(trunk, "forward_features", None))
+        self._nhwc = str(getattr(trunk, "output_fmt", "NCHW")).upper().endswith("NHWC")
+        self.data_config = self._resolve_data_config(trunk, data_config)
+        if num_features is None:
+            num_features = getattr(trunk, "num_features", None)
+        if num_features is None:
+            num_features = self._infer_num_features()
+        self.num_features = int(num_features)
+        self.pooling = get_pooling(pooling)
+        if embedding_dim is None:
+            self.head: nn.Module = nn.Identity()
+            self.embedding_dim = self.num_features
+        else:
+            # The reproduced pipeline's head: Linear(C -> D) then BatchNorm1d(D).
+            self.head = nn.Sequential(
+                nn.Linear(self.num_features, embedding_dim), nn.BatchNorm1d(embedding_dim)
+            )
+            self.embedding_dim = int(embedding_dim)
+        self.normalize = bool(normalize)
+
+    def _resolve_data_config(
+        self, trunk: nn.Module, data_config: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        if data_config is None:
+            data_config = getattr(trunk, "data_config", None)
+        if data_config is None and isinstance(getattr(trunk, "pretrained_cfg", None), Mapping):
+            data_config = data_config_from_timm(trunk.pretrained_cfg)
+        if data_config is None:
+            data_config = make_data_config()
+        return check_data_config(data_config, where=f"backbone {self.name!r}")
+
+    @torch.no_grad()
+    def _infer_num_features(self) -> int:
+        size = self.data_config["image_size"]
+        was_training = self.trunk.training
+        self.trunk.eval()  # so the dummy pass does not touch BatchNorm running statistics
+        try:
+            param = next(self.trunk.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+            features = self.forward_features(torch.zeros(1, 3, size, size, device=device))
+        finally:
+            self.trunk.train(was_training)
+        logger.debug("inferred num_features=%d for %s", features.shape[1], self.name)
+        return int(features.shape[1])
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk feature map (B, C, H, W) of a normalised image batch (B, 3, H_in, W_in)."""
+        features = self.trunk.forward_features(x) if self._use_forward_features else self.trunk(x)
+        if features.ndim != 4:
+            raise ValueError(
+                f"trunk of {self.name!r} returned shape {tuple(features.shape)}; EmbeddingModel "
+                "needs a (B, C, H, W) feature map (token-based ViTs are not supported)"
+            )
+        if self._nhwc:
+            features = features.permute(0, 3, 1, 2)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, embedding_dim), L2-normalised when ``self.normalize`` is True."""
+        embedding = self.head(self.pooling(self.forward_features(x)))
+        if self.normalize:
+            embedding = F.normalize(embedding, p=2.0, dim=1)
+        return embedding
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, num_features={self.num_features}, "
+            f"embedding_dim={self.embedding_dim}, normalize={self.normalize}"
+        )

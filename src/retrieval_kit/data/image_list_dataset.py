@@ -1,0 +1,119 @@
+"""A map-style dataset over image files that names bad files or reports them, as asked."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from retrieval_kit.data.failed_item import FailedItem
+from retrieval_kit.data.image_io import DEFAULT_MAX_PIXELS, load_image
+
+__all__ = ["ImageListDataset"]
+
+_ON_ERROR = ("raise", "skip")
+
+
+class ImageListDataset(Dataset):
+    """Images from a list of paths, with optional labels and a transform.
+
+    ``dataset[i]`` is ``(image, target)``: the transformed image (a float tensor in [0, 1] of shape
+    ``(3, H, W)`` when ``transform`` is ``None``) and ``labels[i]``, or ``i`` when there are no
+    labels. With ``return_row=True`` it is ``(image, target, i)``.
+
+    Args:
+        paths: image files, one per item.
+        labels: one label per path (ints or strings), or ``None``.
+        transform: applied to the RGB ``PIL.Image`` from :func:`load_image`.
+        on_error: ``"raise"``: a bad file raises :class:`ImageLoadError` naming it. ``"skip"``: the
+            item is a :class:`FailedItem` (row, path, reason) instead; batch these with
+            :func:`collate_images`, which lists them in ``ImageBatch.failures``.
+        max_pixels: decompression-bomb limit passed to :func:`load_image`.
+        draft_size: JPEG draft decoding size passed to :func:`load_image` (speed knob).
+        return_row: also return the row index (used by extraction to keep input order).
+
+    Example:
+        >>> ds = ImageListDataset(["a.jpg", "b.jpg"], labels=[3, 7], on_error="skip")
+        >>> loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_images)
+        ... # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        labels: Sequence[Any] | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        on_error: str = "raise",
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        draft_size: tuple[int, int] | None = None,
+        return_row: bool = False,
+    ) -> None:
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise TypeError("paths must be a sequence of paths, not a single path")
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+        self.paths = [os.fspath(p) for p in paths]
+        if labels is not None:
+            labels = list(labels)
+            if len(labels) != len(self.paths):
+                raise ValueError(
+                    f"labels has {len(labels)} entries but paths has {len(self.paths)}"
+                )
+        self.labels = labels
+        self.transform = transform
+        self.on_error = on_error
+        self.max_pixels = max_pixels
+        self.draft_size = draft_size
+        self.return_row = return_row
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Any:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index = index % len(self)
+        path = self.paths[index]
+        try:
+            image = load_image(path, max_pixels=self.max_pixels, draft_size=self.draft_size)
+        except OSError as exc:  # ImageLoadError and friends; a bug in the transform still raises
+            if self.on_error == "raise":
+                raise
+            return FailedItem(index, path, _reason(exc), _portable(exc))
+        if self.transform is None:
+            image = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)
+            image = image.as_subclass(torch.Tensor)
+        else:
+            image = self.transform(image)
+        target = index if self.labels is None else self.labels[index]
+        return (image, target, index) if self.return_row else (image, target)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(n={len(self)}, labels={self.labels is not None}, "
+            f"on_error={self.on_error!r})"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _portable(exc: BaseException) -> BaseException | None:
+    # Only keep the exception if it can cross from a DataLoader worker to the main process.
+    if torch.utils.data.get_worker_info() is None:
+        return exc
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return None
+    return exc

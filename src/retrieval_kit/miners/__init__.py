@@ -1,0 +1,14 @@
+"""Miners: in-batch (subclasses of PML's ``BaseMiner``) and offline dataset-wide (faiss).
+
+Example:
+    >>> import retrieval_kit as rk
+    >>> miner = rk.miners.BatchHardMiner()
+"""
+
+from __future__ import annotations
+
+from retrieval_kit.miners.batch_hard_miner import BatchHardMiner
+from retrieval_kit.miners.index_miner import HardNegatives, IndexMiner
+from retrieval_kit.miners.semi_hard_miner import SemiHardMiner
+
+__all__ = ["BatchHardMiner", "HardNegatives", "IndexMiner", "SemiHardMiner"]

@@ -1,0 +1,14 @@
+"""Label prediction from search results.
+
+Example:
+    >>> import numpy as np, retrieval_kit as rk
+    >>> r = rk.index.SearchResult(np.array([[0.9, 0.5]], "float32"), np.array([["x", "y"]], object))
+    >>> rk.predict.predict_labels(r, {"x": 7, "y": 8})
+    ([7], array([0.9], dtype=float32))
+"""
+
+from __future__ import annotations
+
+from retrieval_kit.predict.predict_labels import predict_labels
+
+__all__ = ["predict_labels"]

@@ -1,0 +1,19 @@
+"""Rerankers: each takes a ``SearchResult`` and returns a new one, so they chain.
+
+Example:
+    >>> import numpy as np, retrieval_kit as rk
+    >>> db = np.eye(3, dtype="float32")
+    >>> index = rk.index.build_index(db)
+    >>> result = index.search(db[:1], k=2)
+    >>> rk.rerank.DistractorReranker(db[2:], k=1).rerank(db[:1], result).ids.tolist()
+    [[0, 1]]
+"""
+
+from __future__ import annotations
+
+from retrieval_kit.rerank.database_augmentation import DatabaseAugmentation
+from retrieval_kit.rerank.distractor_reranker import DistractorReranker
+from retrieval_kit.rerank.query_expansion import QueryExpansion
+from retrieval_kit.rerank.reranker import Reranker
+
+__all__ = ["DatabaseAugmentation", "DistractorReranker", "QueryExpansion", "Reranker"]

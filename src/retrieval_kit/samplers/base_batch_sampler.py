@@ -1,0 +1,222 @@
+"""Shared machinery of the epoch-based, resumable, rank-sharded batch samplers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit rank/world_size, else torch.distributed's when initialised, else (0, 1)."""
+    dist = torch.distributed
+    initialised = dist.is_available() and dist.is_initialized()
+    if world_size is None:
+        world_size = dist.get_world_size() if initialised else 1
+    if rank is None:
+        rank = dist.get_rank() if initialised else 0
+    world_size = _positive_int("world_size", world_size)
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+        raise ValueError(f"rank must be an int, got {rank!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
+    return int(rank), world_size
+
+
+class BaseBatchSampler(Sampler[list[int]]):
+    """Base of the batch samplers: labels -> classes, epochs, resuming and rank sharding.
+
+    A subclass fills in ``_epoch_batches(rng)``: the whole epoch's batches (lists of dataset
+    rows) for all ranks together, drawn from ``rng`` only. The base class pads that list with
+    extra batches (``_extra_batch``) to a multiple of ``world_size`` (or drops the tail with
+    ``drop_last=True``), deals batch ``i`` to rank ``i % world_size``, and skips the batches
+    already yielded when resumed from ``state_dict``. The epoch's batches depend only on
+    ``seed`` and ``epoch``, so every rank computes the same list and the shards are disjoint.
+
+    Call ``set_epoch(epoch)`` before each epoch (as with ``DistributedSampler``); without it
+    every epoch repeats the same batches.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence | np.ndarray | torch.Tensor,
+        classes_per_batch: int,
+        samples_per_class: int,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if isinstance(labels, torch.Tensor):
+            labels = labels.cpu().numpy()
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) == 0:
+            raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {labels.shape}")
+        self.classes_per_batch = _positive_int("classes_per_batch", classes_per_batch)
+        self.samples_per_class = _positive_int("samples_per_class", samples_per_class)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.rank, self.world_size = _resolve_rank(rank, world_size)
+        classes, class_of = np.unique(labels, return_inverse=True)
+        self.classes: list = classes.tolist()  # python ints / strs, sorted
+        order = np.argsort(class_of.ravel(), kind="stable")
+        bounds = np.cumsum(np.bincount(class_of.ravel(), minlength=len(classes)))[:-1]
+        self._rows_of_class: list[np.ndarray] = np.split(order, bounds)
+        self._class_of_row = class_of.ravel()
+        self.num_samples = len(labels)
+        self.epoch = 0
+        self._resume_epoch: int | None = None
+        self._resume_offset = 0
+        self._yielded = 0
+
+    # -- to fill in -------------------------------------------------------------------------
+    def _epoch_batches(self, rng: np.random.Generator) -> list[list[int]]:
+        raise NotImplementedError
+
+    def _extra_batch(self, rng: np.random.Generator) -> list[int]:
+        raise NotImplementedError
+
+    def _num_global_batches(self) -> int:
+        raise NotImplementedError
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Images per batch: classes_per_batch x samples_per_class."""
+        return self.classes_per_batch * self.samples_per_class
+
+    def _draw_batch(self, rng: np.random.Generator, class_slots: Sequence[int]) -> list[int]:
+        """K rows per class slot; a class filling c slots gets c*K rows, distinct while it can.
+
+        A class with fewer rows than it needs contributes all of them, and the rest is drawn
+        with replacement.
+        """
+        slots, counts = np.unique(np.asarray(class_slots), return_counts=True)
+        rows: list[int] = []
+        for c, count in zip(slots.tolist(), counts.tolist(), strict=True):
+            pool = self._rows_of_class[c]
+            need = count * self.samples_per_class
+            if len(pool) >= need:
+                picked = rng.choice(pool, size=need, replace=False)
+            else:
+                extra = rng.choice(pool, size=need - len(pool), replace=True)
+                picked = np.concatenate([rng.permutation(pool), extra])
+            rows.extend(picked.tolist())
+        return rows
+
+    def _chunk_classes(self, rng: np.random.Generator, class_ids: np.ndarray) -> list[np.ndarray]:
+        """Shuffle ``class_ids`` into groups of P; the last group is topped up with classes
+        from the same ``class_ids`` (distinct while there are enough, else repeated)."""
+        p = self.classes_per_batch
+        perm = rng.permutation(class_ids)
+        groups = [perm[i : i + p] for i in range(0, len(perm), p)]
+        last = groups[-1]
+        if len(last) < p:
+            others = np.setdiff1d(class_ids, last)
+            fill = p - len(last)
+            if len(others) >= fill:
+                top_up = rng.choice(others, size=fill, replace=False)
+            else:  # fewer than P classes in all: repeat them (more images each)
+                top_up = rng.choice(class_ids, size=fill - len(others), replace=True)
+                top_up = np.concatenate([others, top_up])
+            groups[-1] = np.concatenate([last, top_up])
+        return groups
+
+    # -- Sampler API ----------------------------------------------------------------------
+    def _global_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches = self._epoch_batches(rng)
+        remainder = len(batches) % self.world_size
+        if remainder and self.drop_last:
+            batches = batches[: len(batches) - remainder]
+        elif remainder:
+            batches += [self._extra_batch(rng) for _ in range(self.world_size - remainder)]
+        return batches
+
+    def epoch_batches(self, rank: int | None = None) -> list[list[int]]:
+        """The batches of the current epoch for ``rank`` (default: this sampler's rank), from
+        the start of the epoch; pure (does not advance the resume state)."""
+        rank = self.rank if rank is None else rank
+        if not 0 <= rank < self.world_size:
+            raise ValueError(f"rank must be in [0, {self.world_size - 1}], got {rank}")
+        return self._global_batches()[rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start = 0
+        if self._resume_epoch == self.epoch:
+            start = self._resume_offset
+        # The resume point is used once; a second pass over the same epoch starts afresh
+        # (the seed pipeline's counter was never reset).
+        self._resume_epoch, self._resume_offset = None, 0
+        batches = self.epoch_batches()
+        self._yielded = start
+        for batch in batches[start:]:
+            self._yielded += 1
+            yield batch
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        total = self._num_global_batches()
+        if self.drop_last:
+            return total // self.world_size
+        return -(-total // self.world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches the next iteration yields."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        if int(epoch) != self.epoch:
+            self._yielded = 0
+        self.epoch = int(epoch)
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "classes_per_batch": self.classes_per_batch,
+            "samples_per_class": self.samples_per_class,
+            "num_samples": self.num_samples,
+            "world_size": self.world_size,
+            "drop_last": self.drop_last,
+        }
+
+    def state_dict(self, batches_yielded: int | None = None) -> dict[str, Any]:
+        """Epoch and batches already yielded this epoch (plus the settings, to check on load).
+
+        Args:
+            batches_yielded: override the count. A ``DataLoader`` with workers draws batches
+                ahead of the training loop, so a loop that checkpoints mid-epoch should pass
+                the number of batches it has actually trained on.
+        """
+        done = self._yielded if batches_yielded is None else int(batches_yielded)
+        return {"epoch": self.epoch, "batches_yielded": done, **self._config()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next iteration of ``state["epoch"]`` skips the batches already yielded."""
+        for key in ("epoch", "batches_yielded"):
+            if key not in state:
+                raise ValueError(f"sampler state is missing key {key!r}")
+        for key, value in self._config().items():
+            if key in state and state[key] != value:
+                raise ValueError(
+                    f"sampler state has {key}={state[key]!r} but this sampler has {value!r}"
+                )
+        done = int(state["batches_yielded"])
+        if not 0 <= done <= len(self):
+            raise ValueError(f"batches_yielded={done} is outside [0, {len(self)}]")
+        self.epoch = int(state["epoch"])
+        self._resume_epoch, self._resume_offset = self.epoch, done
+        self._yielded = done

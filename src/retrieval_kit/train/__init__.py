@@ -1,0 +1,23 @@
+"""Training helpers: one explicit epoch loop, safe atomic checkpoints, seeding, distributed helpers.
+
+Example:
+    >>> import retrieval_kit as rk
+    >>> rk.train.seed_everything(0)
+    0
+"""
+
+from __future__ import annotations
+
+from retrieval_kit.train import distributed
+from retrieval_kit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from retrieval_kit.train.loop import train_one_epoch
+from retrieval_kit.train.seed import seed_everything
+
+__all__ = [
+    "distributed",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "seed_everything",
+    "train_one_epoch",
+]

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import csv
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval_kit.data import synthetic
+from retrieval_kit.data.synthetic import SyntheticLandmarks, synthetic_landmarks
+
+SMALL = dict(
+    num_landmarks=6,
+    train_images_per_landmark=5,
+    index_images_per_landmark=1,
+    num_index_non_landmark=3,
+    num_test_landmark_queries=8,
+    num_test_non_landmark=14,
+    image_size=64,
+)
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> SyntheticLandmarks:
+    return synthetic_landmarks(tmp_path_factory.mktemp("syn") / "data", seed=3, **SMALL)
+
+
+def test_same_seed_gives_byte_identical_files(small, tmp_path):
+    again = synthetic_landmarks(tmp_path / "again", seed=3, **SMALL)
+    assert all_files(again.root) == all_files(small.root)
+
+
+def test_other_seed_gives_other_ids_and_pixels(small, tmp_path):
+    other = synthetic_landmarks(tmp_path / "other", seed=4, **SMALL)
+    _, a = read_csv(small.train_csv)
+    _, b = read_csv(other.train_csv)
+    assert not {r["id"] for r in a} & {r["id"] for r in b}
+    first_a = np.asarray(Image.open(small.image_path("train", a[0]["id"])), dtype=float)
+    first_b = np.asarray(Image.open(other.image_path("train", b[0]["id"])), dtype=float)
+    assert np.abs(first_a - first_b).mean() > 5
+
+
+def test_csv_columns_counts_and_layout(small):
+    cols, train = read_csv(small.train_csv)
+    assert cols == ["id", "url", "landmark_id"]
+    assert len(train) == small.num_train == 6 * 5
+    labels = [int(r["landmark_id"]) for r in train]
+    assert sorted(set(labels)) == list(range(6))
+    assert all(labels.count(k) == 5 for k in range(6))
+    assert all(r["url"] == f"synthetic://train/{r['id']}" for r in train)
+
+    cols, clean = read_csv(small.train_clean_csv)
+    assert cols == ["landmark_id", "images"]
+    from_clean = {int(r["landmark_id"]): sorted(r["images"].split(" ")) for r in clean}
+    from_train: dict[int, list[str]] = {}
+    for r in train:
+        from_train.setdefault(int(r["landmark_id"]), []).append(r["id"])
+    assert from_clean == {k: sorted(v) for k, v in from_train.items()}
+
+    cols, index = read_csv(small.index_csv)
+    assert cols == ["id"]
+    assert len(index) == small.num_index == 6 * 1 + 3
+
+    cols, test = read_csv(small.test_csv)
+    assert cols == ["id"]
+    assert len(test) == small.num_test == 8 + 14
+
+    cols, sol = read_csv(small.solution_csv)
+    assert cols == ["id", "landmarks", "Usage"]
+    assert [r["id"] for r in sol] == [r["id"] for r in test]
+    assert sum(1 for r in sol if r["landmarks"]) == small.num_test_landmark == 8
+    assert sum(1 for r in sol if not r["landmarks"]) == small.num_test_non_landmark == 14
+    assert {int(r["landmarks"]) for r in sol if r["landmarks"]} <= set(range(6))
+    assert {r["Usage"] for r in sol} == {"Public", "Private"}
+
+    cols, ret = read_csv(small.retrieval_solution_csv)
+    assert cols == ["id", "images", "Usage"]
+    index_ids = {r["id"] for r in index}
+    for r, s in zip(ret, sol):
+        assert r["id"] == s["id"] and r["Usage"] == s["Usage"]
+        assert bool(r["images"]) == bool(s["landmarks"])  # 1 index view per landmark
+        assert set(r["images"].split()) <= index_ids
+
+    ids = {"train": [r["id"] for r in train], "index": [r["id"] for r in index]}
+    ids["test"] = [r["id"] for r in test]
+    every = [i for v in ids.values() for i in v]
+    assert len(set(every)) == len(every)  # no id in two roles
+    for split, split_ids in ids.items():
+        assert split_ids == sorted(split_ids)
+        for i in split_ids:
+            assert HEX16.match(i), i
+            path = small.root / split / i[0] / i[1] / i[2] / f"{i}.jpg"
+            assert path == small.image_path(split, i) and path.is_file()
+            with Image.open(path) as im:
+                assert im.format == "JPEG" and im.size == (64, 64) and im.mode == "RGB"
+    n_jpg = sum(1 for _ in small.root.rglob("*.jpg"))
+    assert n_jpg == len(every)  # and no stray images
+
+
+def test_usage_halves_each_hold_landmark_and_non_landmark_queries(small):
+    _, sol = read_csv(small.solution_csv)
+    for usage in ("Public", "Private"):
+        part = [r for r in sol if r["Usage"] == usage]
+        assert sum(1 for r in part if r["landmarks"]) == 4
+        assert sum(1 for r in part if not r["landmarks"]) == 7
+
+
+def test_default_test_set_is_mostly_non_landmark():
+    sig = synthetic_landmarks.__kwdefaults__
+    n_lm, n_non = sig["num_test_landmark_queries"], sig["num_test_non_landmark"]
+    assert 0.6 <= n_non / (n_lm + n_non) <= 0.75
+
+
+def _thumb(path: Path) -> np.ndarray:
+    # Cheap pixel statistic: a colour histogram of the central region (where the building is),
+    # after dividing out the view's colour cast and brightness (grey-world normalisation).
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=float)[16:48, 12:52]
+    a = np.clip(a / a.reshape(-1, 3).mean(0) * 128, 0, 255).astype(int) // 64
+    codes = a[..., 0] * 16 + a[..., 1] * 4 + a[..., 2]
+    h = np.bincount(codes.ravel(), minlength=64).astype(float)
+    return h / np.linalg.norm(h)
+
+
+def test_views_of_a_landmark_are_closer_to_each_other_than_to_other_landmarks(small):
+    _, train = read_csv(small.train_csv)
+    feats = np.stack([_thumb(small.image_path("train", r["id"])) for r in train])
+    labels = np.array([int(r["landmark_id"]) for r in train])
+    sim = feats @ feats.T
+    same = labels[:, None] == labels[None, :]
+    off_diag = ~np.eye(len(labels), dtype=bool)
+    assert sim[same & off_diag].mean() > sim[~same].mean() + 0.04
+    np.fill_diagonal(sim, -np.inf)
+    nn_acc = (labels[sim.argmax(1)] == labels).mean()
+    assert nn_acc > 2.0 / 6  # chance is 1/6
+
+
+def test_landmark_and_non_landmark_images_differ(small):
+    _, sol = read_csv(small.solution_csv)
+    lm = [_thumb(small.image_path("test", r["id"])) for r in sol if r["landmarks"]]
+    non = [_thumb(small.image_path("test", r["id"])) for r in sol if not r["landmarks"]]
+    # Non-landmark pictures are of several kinds, so they are less alike than landmark views.
+    lm_sim = np.mean(np.stack(lm) @ np.stack(lm).T)
+    non_sim = np.mean(np.stack(non) @ np.stack(non).T)
+    assert non_sim < lm_sim
+
+
+def test_regenerating_the_same_dataset_is_a_no_op(small):
+    before = {p: p.stat().st_mtime_ns for p in small.root.rglob("*")}
+    again = synthetic_landmarks(small.root, seed=3, **SMALL)
+    assert again == small
+    assert {p: p.stat().st_mtime_ns for p in small.root.rglob("*")} == before
+
+
+def test_refuses_to_overwrite(small, tmp_path):
+    with pytest.raises(FileExistsError, match="other arguments"):
+        synthetic_landmarks(small.root, seed=4, **SMALL)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        synthetic_landmarks(foreign, **SMALL)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_empty_existing_folder_is_filled(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    ds = synthetic_landmarks(root, num_landmarks=1, train_images_per_landmark=1,
+                             index_images_per_landmark=0, num_index_non_landmark=0,
+                             num_test_landmark_queries=0, num_test_non_landmark=1, image_size=32)
+    assert ds.num_train == 1 and ds.num_test == 1 and ds.num_test_landmark == 0
+    assert (root / "train.csv").is_file()
+
+
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = synthetic._save_jpeg
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "_save_jpeg", failing)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic_landmarks(tmp_path / "data", **SMALL)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_landmarks": 0}, ValueError, "num_landmarks"),
+        ({"image_size": 16}, ValueError, "image_size"),
+        ({"num_test_non_landmark": -1}, ValueError, "num_test_non_landmark"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"family_size": True}, TypeError, "family_size"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        synthetic_landmarks(tmp_path / "x", **{**SMALL, **kwargs})
+    assert not (tmp_path / "x").exists()
+
+
+def test_progress_bar_and_speed(tmp_path, capsys):
+    start = time.perf_counter()
+    ds = synthetic_landmarks(tmp_path / "p", progress=True, **SMALL)
+    elapsed = time.perf_counter() - start
+    assert "synthetic images" in capsys.readouterr().err
+    assert ds.num_train + ds.num_index + ds.num_test == 30 + 9 + 22
+    assert elapsed < 10  # ~60 small images: well under a second on 2 cores

