@@ -47,7 +47,7 @@ sampler = rk.samplers.ClusterBatchSampler(train["landmark_id"], clusters, 4, 4)
 transform = rk.data.build_train_transform(model.data_config, SIZE)
 dataset = rk.data.ImageListDataset(train_paths, train["landmark_id"], transform)
 loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler)
-loss_fn, miner = rk.losses.SubspaceTripletLoss(4, margin=None), rk.miners.BatchHardMiner()
+loss_fn, miner = rk.losses.SubspaceTripletLoss(4, margin=0.2), rk.miners.BatchHardMiner()
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 for epoch in range(args.epochs):
     sampler.set_epoch(epoch)

@@ -4,7 +4,7 @@
     python examples/landmark/run.py demo --out runs/demo                 # everything, demo data
     python examples/landmark/run.py all --config configs/gldv2.yaml --out runs/gldv2
     python examples/landmark/run.py train --config configs/gldv2.yaml --out runs/gldv2
-    python examples/landmark/run.py evaluate --out runs/gldv2            # reuses runs/gldv2/config.yaml
+    python examples/landmark/run.py evaluate --out runs/gldv2   # reuses runs/gldv2/config.yaml
 
 Stages: prepare, clean, split, train, embed, index, predict, evaluate, visualize, submit. A stage
 whose outputs are complete is skipped (``--force`` redoes it); an interrupted run picks up where it
@@ -43,13 +43,22 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("stage", choices=["demo", "all", *STAGES], help="what to run")
-    parser.add_argument("--config", type=Path, help="YAML config (default: demo.yaml for demo, "
-                        "else OUT/config.yaml from an earlier run)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML config (default: demo.yaml for demo, else OUT/config.yaml from an earlier run)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--force", action="store_true", help="redo the stage(s) even if complete")
-    parser.add_argument("--set", dest="overrides", type=_parse_override, action="append",
-                        default=[], metavar="KEY=VALUE", help="override a config key, e.g. "
-                        "--set train.epochs=1 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        type=_parse_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=1 (repeatable)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
@@ -82,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = list(STAGES) if args.stage in ("demo", "all") else [args.stage]
     start = time.perf_counter()
-    report = run_stages(
-        config, args.out, stages, force=args.force, progress=not args.no_progress
-    )
+    report = run_stages(config, args.out, stages, force=args.force, progress=not args.no_progress)
     total = time.perf_counter() - start
     if args.stage in ("demo", "all"):
         _print_results(args.out, report, total)
@@ -105,12 +112,15 @@ def _print_results(out: Path, report: dict, total: float) -> None:
         "| model      | GAP    | GAP without reranking | top-1  | mAP@100 |",
         "|------------|--------|-----------------------|--------|---------|",
         f"| pretrained | {fmt(m['baseline_gap'])} | {fmt(m['baseline_gap_without_rerank'])}"
-        f"                | {fmt(m['baseline_top1_accuracy'])} | {fmt(m['baseline_map_at_100'])}  |",
+        f"                | {fmt(m['baseline_top1_accuracy'])} "
+        f"| {fmt(m['baseline_map_at_100'])}  |",
         f"| trained    | {fmt(m['gap'])} | {fmt(m['gap_without_rerank'])}"
         f"                | {fmt(m['top1_accuracy'])} | {fmt(m['map_at_100'])}  |",
         "",
         "Stage times (s): "
-        + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in report.items() if v["seconds"] is not None),
+        + ", ".join(
+            f"{k} {v['seconds']:.1f}" for k, v in report.items() if v["seconds"] is not None
+        ),
         f"This invocation: {total:.1f} s. Metrics: {metrics_path}; grids: {out / 'viz'}; "
         f"submission: {out / 'submission.csv'}",
     ]

@@ -14,7 +14,8 @@ from retrieval_kit.data.synthetic import SyntheticLandmarks, synthetic_landmarks
 
 SMALL = dict(
     num_landmarks=6,
-    train_images_per_landmark=5,
+    train_images_per_landmark=6,
+    train_clutter_per_landmark=1,
     index_images_per_landmark=1,
     num_index_non_landmark=3,
     num_test_landmark_queries=8,
@@ -31,7 +32,9 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def all_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +60,15 @@ def test_other_seed_gives_other_ids_and_pixels(small, tmp_path):
 def test_csv_columns_counts_and_layout(small):
     cols, train = read_csv(small.train_csv)
     assert cols == ["id", "url", "landmark_id"]
-    assert len(train) == small.num_train == 6 * 5
+    assert len(train) == small.num_train == 6 * 6
     labels = [int(r["landmark_id"]) for r in train]
     assert sorted(set(labels)) == list(range(6))
-    assert all(labels.count(k) == 5 for k in range(6))
+    assert all(labels.count(k) == 6 for k in range(6))
+
+    cols, clutter = read_csv(small.train_clutter_csv)
+    assert cols == ["id"]
+    label_of = {r["id"]: int(r["landmark_id"]) for r in train}
+    assert sorted(label_of[r["id"]] for r in clutter) == list(range(6))  # one per landmark
     assert all(r["url"] == f"synthetic://train/{r['id']}" for r in train)
 
     cols, clean = read_csv(small.train_clean_csv)
@@ -111,6 +119,21 @@ def test_csv_columns_counts_and_layout(small):
     assert n_jpg == len(every)  # and no stray images
 
 
+def test_library_readers_parse_it(small):
+    from retrieval_kit.data import gldv2
+
+    train = gldv2.read_train_csv(small.train_csv)
+    assert len(train["id"]) == small.num_train
+    clean = gldv2.read_train_clean_csv(small.train_clean_csv)
+    assert sorted(i for v in clean.values() for i in v) == sorted(train["id"])
+    assert len(gldv2.read_ids_csv(small.index_csv)) == small.num_index
+    sol = gldv2.read_solution_csv(small.solution_csv)
+    assert sum(1 for x in sol["landmarks"] if x) == small.num_test_landmark
+    assert len(gldv2.read_ids_csv(small.test_csv)) == small.num_test
+    for path in gldv2.gldv2_image_paths(small.root / "test", sol["id"]):
+        assert path.is_file()
+
+
 def test_usage_halves_each_hold_landmark_and_non_landmark_queries(small):
     _, sol = read_csv(small.solution_csv)
     for usage in ("Public", "Private"):
@@ -137,8 +160,22 @@ def _thumb(path: Path) -> np.ndarray:
 
 def test_views_of_a_landmark_are_closer_to_each_other_than_to_other_landmarks(small):
     _, train = read_csv(small.train_csv)
+    _, clutter = read_csv(small.train_clutter_csv)
+    is_clutter = np.array([r["id"] in {c["id"] for c in clutter} for r in train])
     feats = np.stack([_thumb(small.image_path("train", r["id"])) for r in train])
     labels = np.array([int(r["landmark_id"]) for r in train])
+    # Off-topic pictures are less like their landmark's views than the views are to each other.
+    views = feats[~is_clutter]
+    view_sim = [
+        (views[labels[~is_clutter] == k] @ views[labels[~is_clutter] == k].T).mean()
+        for k in range(6)
+    ]
+    clutter_sim = [
+        (feats[is_clutter & (labels == k)] @ views[labels[~is_clutter] == k].T).mean()
+        for k in range(6)
+    ]
+    assert np.mean(clutter_sim) < np.mean(view_sim)
+    feats, labels = views, labels[~is_clutter]
     sim = feats @ feats.T
     same = labels[:, None] == labels[None, :]
     off_diag = ~np.eye(len(labels), dtype=bool)
@@ -179,9 +216,17 @@ def test_refuses_to_overwrite(small, tmp_path):
 def test_empty_existing_folder_is_filled(tmp_path):
     root = tmp_path / "empty"
     root.mkdir()
-    ds = synthetic_landmarks(root, num_landmarks=1, train_images_per_landmark=1,
-                             index_images_per_landmark=0, num_index_non_landmark=0,
-                             num_test_landmark_queries=0, num_test_non_landmark=1, image_size=32)
+    ds = synthetic_landmarks(
+        root,
+        num_landmarks=1,
+        train_images_per_landmark=1,
+        train_clutter_per_landmark=0,
+        index_images_per_landmark=0,
+        num_index_non_landmark=0,
+        num_test_landmark_queries=0,
+        num_test_non_landmark=1,
+        image_size=32,
+    )
     assert ds.num_train == 1 and ds.num_test == 1 and ds.num_test_landmark == 0
     assert (root / "train.csv").is_file()
 
@@ -210,6 +255,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
         ({"num_test_non_landmark": -1}, ValueError, "num_test_non_landmark"),
         ({"seed": 1.5}, TypeError, "seed"),
         ({"family_size": True}, TypeError, "family_size"),
+        ({"train_clutter_per_landmark": 6}, ValueError, "train_clutter_per_landmark"),
     ],
 )
 def test_bad_arguments(tmp_path, kwargs, error, match):
@@ -223,5 +269,5 @@ def test_progress_bar_and_speed(tmp_path, capsys):
     ds = synthetic_landmarks(tmp_path / "p", progress=True, **SMALL)
     elapsed = time.perf_counter() - start
     assert "synthetic images" in capsys.readouterr().err
-    assert ds.num_train + ds.num_index + ds.num_test == 30 + 9 + 22
+    assert ds.num_train + ds.num_index + ds.num_test == 36 + 9 + 22
     assert elapsed < 10  # ~60 small images: well under a second on 2 cores

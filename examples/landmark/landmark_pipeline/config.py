@@ -1,8 +1,9 @@
 """Typed configuration of the landmark pipeline, loaded from YAML with strict checking.
 
 YAML is read with ``yaml.safe_load`` (no Python objects can be constructed from a config) and turned
-into the dataclasses below. Unknown keys and values of the wrong type are refused with the dotted key
-named (``train.lr: expected float, got str 'fast'``), so a typo never silently falls back to a default.
+into the dataclasses below. Unknown keys and values of the wrong type are refused with the dotted
+key named (``train.lr: expected float, got str 'fast'``), so a typo never silently falls back to a
+default.
 """
 
 from __future__ import annotations
@@ -291,7 +292,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     kwargs = {}
     for name in names:
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{prefix + '.' if prefix else ''}{name}")
+            kwargs[name] = _convert(
+                data[name], hints[name], f"{prefix + '.' if prefix else ''}{name}"
+            )
     return cls(**kwargs)
 
 

@@ -75,7 +75,9 @@ def _read_gldv2(root: Path, use_train_clean: bool) -> list[ImageRow]:
         train = data.read_train_csv(root / "train.csv")
         pairs = list(zip(train["id"], train["landmark_id"], strict=True))
     paths = data.gldv2_image_paths(root / "train", [i for i, _ in pairs])
-    rows += [ImageRow(i, str(p), str(lab), "train", "", "train") for (i, lab), p in zip(pairs, paths)]
+    rows += [
+        ImageRow(i, str(p), str(lab), "train", "", "train") for (i, lab), p in zip(pairs, paths)
+    ]
 
     test_csv = root / "test.csv"
     if test_csv.is_file():
@@ -134,7 +136,10 @@ def stage_clean(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     others = [r for r in rows if r.role != "train"]
     out_dir = ctx.out / "clean"
     removed: list[dict[str, Any]] = []
-    report: dict[str, Any] = {"input_images": len(train), "input_classes": len({r.label for r in train})}
+    report: dict[str, Any] = {
+        "input_images": len(train),
+        "input_classes": len({r.label for r in train}),
+    }
 
     if cfg.places365_checkpoint:
         model = cleaning.load_places365_model(cfg.places365_checkpoint, arch=cfg.places365_arch)

@@ -67,7 +67,11 @@ def stage_embed(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         if failed:
             logger.warning(
                 "%s: %d unreadable images left out (first: %s: %s); listed in %s",
-                name, len(failed), failed[0][1], failed[0][2], folder / "failed.json",
+                name,
+                len(failed),
+                failed[0][1],
+                failed[0][2],
+                folder / "failed.json",
             )
         atomic_write_json(
             folder / "failed.json",
@@ -109,7 +113,9 @@ def stage_index(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             x, sel = emb.select(lambda r, roles=roles: r.role in roles)
             if not sel:
                 continue
-            index = rk.index.build_index(x, ids=[r.id for r in sel], factory=ctx.config.index.factory)
+            index = rk.index.build_index(
+                x, ids=[r.id for r in sel], factory=ctx.config.index.factory
+            )
             path = ctx.out / "index" / name / f"{index_name}.index"
             index.save(path)
             outputs.append(path)
@@ -136,7 +142,9 @@ def stage_predict(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         reranker = None
         if dist_rows:
             reranker = rk.rerank.DistractorReranker(
-                dist_x, k=cfg.rerank_k, alpha=cfg.rerank_alpha,
+                dist_x,
+                k=cfg.rerank_k,
+                alpha=cfg.rerank_alpha,
                 distractor_ids=[r.id for r in dist_rows],
             )
         for query_set, keep, index_name in (
@@ -176,7 +184,9 @@ def stage_predict(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
 
 
 def _label(value: Any) -> str:
-    return "" if value is None or (isinstance(value, (int, np.integer)) and value < 0) else str(value)
+    return (
+        "" if value is None or (isinstance(value, (int, np.integer)) and value < 0) else str(value)
+    )
 
 
 def read_predictions(ctx: Context, name: str, query_set: str) -> dict[str, dict[str, Any]]:
@@ -265,8 +275,12 @@ def stage_evaluate(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     atomic_write_json(path, metrics)
     logger.info(
         "GAP %.4f (without reranking %.4f, baseline %.4f), top-1 %.4f, mAP@%d %s",
-        metrics["gap"], metrics["gap_without_rerank"], metrics["baseline_gap"],
-        metrics["top1_accuracy"], map_k, metrics["map_at_100"],
+        metrics["gap"],
+        metrics["gap_without_rerank"],
+        metrics["baseline_gap"],
+        metrics["top1_accuracy"],
+        map_k,
+        metrics["map_at_100"],
     )
     return [path], {k: v for k, v in metrics.items() if not isinstance(v, dict)}
 
@@ -308,7 +322,9 @@ def stage_visualize(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     true = [truth[q] for q in qids]
     outputs = []
     for kind in GRIDS:
-        picked = rk.viz.select_predictions(labels, conf, true, kind, n=cfg.rows, seed=ctx.config.seed)
+        picked = rk.viz.select_predictions(
+            labels, conf, true, kind, n=cfg.rows, seed=ctx.config.seed
+        )
         if len(picked) == 0:
             logger.info("no query for the %s grid", kind)
             continue
@@ -326,9 +342,14 @@ def stage_visualize(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             captions.append(f"pred {labels[i]} @ {conf[i]:.3f}")
         path = ctx.out / "viz" / f"{kind}.png"
         rk.viz.save_prediction_grid(
-            path, queries, rows_nb, [true[i] for i in picked],
+            path,
+            queries,
+            rows_nb,
+            [true[i] for i in picked],
             title=f"{kind.replace('_', ' ')} (score after reranking)",
-            k=cfg.neighbours, thumb_size=cfg.thumb_size, query_captions=captions,
+            k=cfg.neighbours,
+            thumb_size=cfg.thumb_size,
+            query_captions=captions,
         )
         outputs.append(path)
     return outputs, {"grids": [p.name for p in outputs]}
@@ -341,7 +362,9 @@ def stage_submit(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     if not test_ids:
         raise ValueError("no test images: nothing to submit (prepare found no test.csv)")
     preds = read_predictions(ctx, "trained", "test")
-    lab, score = ("label_reranked", "score_reranked") if ctx.config.submit.rerank else ("label", "score")
+    lab, score = (
+        ("label_reranked", "score_reranked") if ctx.config.submit.rerank else ("label", "score")
+    )
     path = ctx.out / "submission.csv"
     empty = 0
     with atomic_write(path, "w", encoding="utf-8", newline="") as f:

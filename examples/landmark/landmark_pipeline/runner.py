@@ -102,7 +102,11 @@ def run_stages(
         if why is None and not force:
             prev = marker.read() or {}
             logger.info("stage %-9s complete, skipped (use --force to redo)", name)
-            report[name] = {"status": "skipped", "seconds": prev.get("seconds"), "info": prev.get("info", {})}
+            report[name] = {
+                "status": "skipped",
+                "seconds": prev.get("seconds"),
+                "info": prev.get("info", {}),
+            }
             continue
         logger.info("stage %-9s running (%s)", name, "forced" if why is None else why)
         marker.invalidate()  # from here until the new marker is written the stage is incomplete

@@ -9,7 +9,8 @@ split          ``train``, ``val_query``, ``val_db``, ``distractor``, ``test_quer
                ``test_other`` (test images neither scored nor distractors), ``unused``
 =============  ==============================================================================
 
-Every image has exactly one role; ``source`` keeps the role prepare gave it. ``usage`` is the test ground truth's Public / Private / Ignored.
+Every image has exactly one role; ``source`` keeps the role prepare gave it. ``usage`` is the test
+ground truth's Public / Private / Ignored.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage train: the reproduced pipeline's metric learning, checkpointed every epoch and resumable."""
+"""Stage train: the reproduced pipeline's metric learning, checkpointed every epoch, resumable."""
 
 from __future__ import annotations
 
@@ -129,7 +129,9 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         frozen = rk.backbones.create_backbone(
             tc.cluster_backbone, pretrained=tc.cluster_pretrained, embedding_dim=None
         )
-        logger.info("class centres from frozen %s, %d clusters", tc.cluster_backbone, tc.num_clusters)
+        logger.info(
+            "class centres from frozen %s, %d clusters", tc.cluster_backbone, tc.num_clusters
+        )
         clusters = class_clusters(
             frozen, paths, labels, tc.num_clusters, ctx, cfg.model.image_size, cfg.seed
         )
@@ -157,7 +159,9 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     distance = _distance(cfg)
     miner = rk.miners.BatchHardMiner(distance=distance)
     if tc.loss == "subspace_triplet":
-        loss_fn = rk.losses.SubspaceTripletLoss(tc.num_clusters, margin=tc.margin, distance=distance)
+        loss_fn = rk.losses.SubspaceTripletLoss(
+            tc.num_clusters, margin=tc.margin, distance=distance
+        )
     else:
         loss_fn = rk.losses.TripletLoss(margin=tc.margin, distance=distance)
 
@@ -208,8 +212,17 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         logger.info("epoch %d/%d", epoch + 1, tc.epochs)
         if tc.loss == "subspace_triplet" and not (epoch == tc.epochs - 1 and tc.epochs > 1):
             stats = _subspace_epoch(
-                train_model, dataset, labels, clusters, loss_fn, miner, optimizer, scaler,
-                device, ctx, epoch,
+                train_model,
+                dataset,
+                labels,
+                clusters,
+                loss_fn,
+                miner,
+                optimizer,
+                scaler,
+                device,
+                ctx,
+                epoch,
             )
         else:
             loader = torch.utils.data.DataLoader(
@@ -217,34 +230,65 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             )
             since_ckpt = [0]
 
-            def on_step(step: int, stats: dict[str, float], epoch: int = epoch) -> None:
+            def on_step(
+                step: int,
+                stats: dict[str, float],
+                epoch: int = epoch,
+                since_ckpt: list[int] = since_ckpt,
+                sampler: Any = sampler,
+            ) -> None:
+                # Mid-epoch checkpoint (exact resume needs num_workers=0: workers prefetch).
                 since_ckpt[0] += 1
                 if tc.checkpoint_every_steps and since_ckpt[0] % tc.checkpoint_every_steps == 0:
                     if main and step < len(sampler):
                         rk.train.save_checkpoint(
-                            last, model=model, optimizer=optimizer, sampler=sampler,
-                            scaler=scaler, epoch=epoch, step=step, extra=extra(),
+                            last,
+                            model=model,
+                            optimizer=optimizer,
+                            sampler=sampler,
+                            scaler=scaler,
+                            epoch=epoch,
+                            step=step,
+                            extra=extra(),
                         )
 
             max_steps = tc.max_batches_per_epoch
             if max_steps is not None:
                 max_steps = max(0, max_steps - start_step)
             stats = rk.train.train_one_epoch(
-                train_model, loader, loss_fn, miner, optimizer,
-                scaler=scaler, accumulate=tc.accumulate, device=device,
-                gather_for_mining=info is not None, max_steps=max_steps,
-                start_step=start_step, progress=ctx.progress and main, on_step=on_step,
+                train_model,
+                loader,
+                loss_fn,
+                miner,
+                optimizer,
+                scaler=scaler,
+                accumulate=tc.accumulate,
+                device=device,
+                gather_for_mining=info is not None,
+                max_steps=max_steps,
+                start_step=start_step,
+                progress=ctx.progress and main,
+                on_step=on_step,
             )
         start_step = 0
         history.append({"epoch": epoch + 1, **{k: float(v) for k, v in stats.items()}})
         logger.info(
             "epoch %d: loss %.4f, active triplets %.3f, %.1f img/s",
-            epoch + 1, stats["loss"], stats.get("active_fraction", math.nan),
+            epoch + 1,
+            stats["loss"],
+            stats.get("active_fraction", math.nan),
             stats.get("images_per_s", math.nan),
         )
         if main:
-            kwargs = dict(model=model, optimizer=optimizer, sampler=sampler, scaler=scaler,
-                          epoch=epoch + 1, step=0, extra=extra())
+            kwargs = dict(
+                model=model,
+                optimizer=optimizer,
+                sampler=sampler,
+                scaler=scaler,
+                epoch=epoch + 1,
+                step=0,
+                extra=extra(),
+            )
             rk.train.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1:03d}.pt", **kwargs)
             rk.train.save_checkpoint(last, **kwargs)
         dist.barrier()
@@ -281,8 +325,10 @@ def _subspace_epoch(
         if len(np.unique(labels[rows])) < 2:
             continue  # one class alone has no negatives
         sampler = rk.samplers.PKSampler(
-            labels[rows], min(tc.classes_per_batch, len(np.unique(labels[rows]))),
-            tc.samples_per_class, seed=ctx.config.seed + k,
+            labels[rows],
+            min(tc.classes_per_batch, len(np.unique(labels[rows]))),
+            tc.samples_per_class,
+            seed=ctx.config.seed + k,
         )
         sampler.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(
@@ -291,8 +337,16 @@ def _subspace_epoch(
             num_workers=tc.num_workers,
         )
         stats = rk.train.train_one_epoch(
-            model, loader, loss_fn, miner, optimizer, scaler=scaler, accumulate=tc.accumulate,
-            device=device, subspace=k, progress=ctx.progress,
+            model,
+            loader,
+            loss_fn,
+            miner,
+            optimizer,
+            scaler=scaler,
+            accumulate=tc.accumulate,
+            device=device,
+            subspace=k,
+            progress=ctx.progress,
             max_steps=None if cap is None else max(1, math.ceil(cap / len(groups))),
         )
         totals["loss"] += stats["loss"] * stats["batches"]

@@ -9,8 +9,8 @@ The classifier is the CSAIL Places365 ResNet50, loaded from the file the user do
 ``module.`` prefix) with ``weights_only=True``, so a crafted file cannot run code. Nothing is
 downloaded.
 
-Each filter returns a boolean keep-mask and a list of removed rows with the reason, so a pipeline can
-report what it removed and why (:func:`write_removed_csv`).
+Each filter returns a boolean keep-mask and a list of removed rows with the reason, so a pipeline
+can report what it removed and why (:func:`write_removed_csv`).
 
 Example:
     >>> import retrieval_kit as rk
@@ -54,19 +54,22 @@ logger = logging.getLogger(__name__)
 
 PLACES365_NUM_CLASSES = 365
 
-# Places365-CNN evaluation preprocessing (CSAIL run_placesCNN_basic.py): 256 squash, 224 centre crop,
-# ImageNet mean/std.
+# Places365-CNN evaluation preprocessing (CSAIL run_placesCNN_basic.py): 256 squash, 224 centre
+# crop, ImageNet mean/std.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 _CACHE_HEADER = "# retrieval_kit places365 top categories v1 fingerprint="
 
 
-def read_places365_io(path: str | os.PathLike, num_classes: int = PLACES365_NUM_CLASSES) -> np.ndarray:
+def read_places365_io(
+    path: str | os.PathLike, num_classes: int = PLACES365_NUM_CLASSES
+) -> np.ndarray:
     """Read the official ``IO_places365.txt`` into a boolean array, True for outdoor categories.
 
     Args:
-        path: the file; line i (0-based) is category i, e.g. ``/a/airfield 2`` (1 indoor, 2 outdoor).
+        path: the file; line i (0-based) is category i, e.g. ``/a/airfield 2`` (1 indoor,
+            2 outdoor).
         num_classes: expected number of lines.
 
     Returns:
@@ -106,8 +109,9 @@ def load_places365_model(
     """Load a Places365 scene classifier from its official CSAIL checkpoint file, in eval mode.
 
     Args:
-        checkpoint: e.g. ``resnet50_places365.pth.tar`` - a dict with ``"state_dict"`` whose keys start
-            with ``module.`` (a bare state dict is accepted too). Loaded with ``weights_only=True``.
+        checkpoint: e.g. ``resnet50_places365.pth.tar`` - a dict with ``"state_dict"`` whose
+            keys start with ``module.`` (a bare state dict is accepted too). Loaded with
+            ``weights_only=True``.
         arch: torchvision architecture name the checkpoint was trained with.
         num_classes: classifier outputs (365).
 
@@ -134,7 +138,9 @@ def load_places365_model(
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit torchvision {arch}({num_classes}): {e}") from e
+        raise ValueError(
+            f"{path}: weights do not fit torchvision {arch}({num_classes}): {e}"
+        ) from e
     return model.eval()
 
 
@@ -142,8 +148,8 @@ def _load_batch(
     items: list[tuple[int, str]], image_size: int, resize_size: int
 ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
     # A DataLoader collate_fn (module level so worker processes can pickle it): decode, squash,
-    # centre-crop, normalise; failures (rk.data.load_image names the reason: truncated, not an image,
-    # decompression bomb ...) are returned, not raised, so the caller decides.
+    # centre-crop, normalise; failures (rk.data.load_image names the reason: truncated, not an
+    # image, decompression bomb ...) are returned, not raised, so the caller decides.
     from torchvision.transforms import functional as F
 
     rows, tensors, failed = [], [], []
@@ -238,7 +244,7 @@ def places365_top_categories(
         One list of ``top_k`` category indices per image (best first), or None for a skipped image.
 
     Example:
-        >>> top = places365_top_categories(model, ["a.jpg"], cache_path="p365.csv")  # doctest: +SKIP
+        >>> top = places365_top_categories(model, ["a.jpg"], cache_path="c.csv")  # doctest: +SKIP
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -262,8 +268,12 @@ def places365_top_categories(
                 results[i] = cached[key]
         cache_file = _open_cache_for_append(Path(cache_path), fingerprint)
     todo = [(i, paths[i]) for i in range(len(paths)) if results[i] is None]
-    logger.info("Places365: %d images, %d cached, %d to classify", len(paths),
-                len(paths) - len(todo), len(todo))
+    logger.info(
+        "Places365: %d images, %d cached, %d to classify",
+        len(paths),
+        len(paths) - len(todo),
+        len(todo),
+    )
     loader = torch.utils.data.DataLoader(
         todo,
         batch_size=batch_size,
@@ -301,7 +311,9 @@ def places365_top_categories(
     return results
 
 
-def outdoor_votes(top_categories: Sequence[Sequence[int] | None], outdoor: np.ndarray) -> np.ndarray:
+def outdoor_votes(
+    top_categories: Sequence[Sequence[int] | None], outdoor: np.ndarray
+) -> np.ndarray:
     """Count the outdoor categories among each image's top categories (-1 for a missing image).
 
     Example:
@@ -337,7 +349,8 @@ def outdoor_filter(
         removed row.
 
     Example:
-        >>> keep, removed = outdoor_filter(["a"], [[0, 1, 2]], np.array([1, 0, 1], bool), min_votes=3)
+        >>> outdoor = np.array([1, 0, 1], bool)
+        >>> keep, removed = outdoor_filter(["a"], [[0, 1, 2]], outdoor, min_votes=3)
         >>> keep.tolist(), removed[0]["reason"]
         ([False], 'indoor: 2 of top-3 Places365 categories outdoor, 3 needed')
     """

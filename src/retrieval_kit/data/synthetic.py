@@ -1,4 +1,4 @@
-"""A small, deterministic, GLDv2-format landmark dataset drawn procedurally (the embedded demo data).
+"""A small, deterministic, GLDv2-format landmark dataset, drawn procedurally (the demo data).
 
 Each landmark is a procedurally drawn building (facade, windows, roof, towers, arches, columns, ...)
 whose parameters come from the seed. Landmarks come in look-alike families that share a style, so
@@ -15,6 +15,7 @@ The output follows the Google Landmarks v2 layout (see ``docs/synthetic_data.md`
     root/test.csv                        id
     root/recognition_solution_v2.1.csv   id,landmarks,Usage (landmarks empty for non-landmarks)
     root/retrieval_solution_v2.1.csv     id,images,Usage (index images of the query's landmark)
+    root/train_clutter.csv               id (train images that are off-topic pictures; not GLDv2)
     root/{train,index,test}/a/b/c/abc....jpg
     root/synthetic_manifest.json         the parameters, counts and generator version
 
@@ -60,6 +61,8 @@ class SyntheticLandmarks:
         train_csv, train_clean_csv, index_csv, test_csv: the GLDv2 csv files.
         solution_csv: ``recognition_solution_v2.1.csv`` (test ground truth).
         retrieval_solution_csv: ``retrieval_solution_v2.1.csv`` (test -> relevant index images).
+        train_clutter_csv: ``train_clutter.csv``, the ids of the off-topic train images (the
+            answer key for a cleaning step; not part of GLDv2).
         num_landmarks: landmark classes (labels ``0 .. num_landmarks - 1``).
         num_train, num_index, num_test: images per split.
         num_test_landmark, num_test_non_landmark: test queries with / without a landmark.
@@ -74,6 +77,7 @@ class SyntheticLandmarks:
     test_csv: Path
     solution_csv: Path
     retrieval_solution_csv: Path
+    train_clutter_csv: Path
     num_landmarks: int
     num_train: int
     num_index: int
@@ -153,7 +157,10 @@ def synthetic_landmarks(
 
     existing = _existing_manifest(root)
     if existing is not None:
-        if existing.get("generator_version") == GENERATOR_VERSION and existing.get("params") == params:
+        if (
+            existing.get("generator_version") == GENERATOR_VERSION
+            and existing.get("params") == params
+        ):
             logger.info("synthetic dataset already in %s; nothing to do", root)
             return _result(root, existing)
         raise FileExistsError(
@@ -230,6 +237,7 @@ def _result(root: Path, manifest: dict[str, Any]) -> SyntheticLandmarks:
         test_csv=root / "test.csv",
         solution_csv=root / "recognition_solution_v2.1.csv",
         retrieval_solution_csv=root / "retrieval_solution_v2.1.csv",
+        train_clutter_csv=root / "train_clutter.csv",
         num_landmarks=p["num_landmarks"],
         num_train=c["train"],
         num_index=c["index"],
@@ -328,6 +336,9 @@ def _generate(out: Path, p: dict[str, Any], progress: bool) -> dict[str, int]:
     lines += [f"{i},synthetic://train/{i},{lab}" for i, lab in train]
     atomic_write_text(out / "train.csv", "\n".join(lines) + "\n")
 
+    clutter = sorted(ids[(s, i)] for s, i, k, _ in jobs if s == "train" and k == "non")
+    atomic_write_text(out / "train_clutter.csv", "id\n" + "".join(f"{i}\n" for i in clutter))
+
     by_label: dict[int, list[str]] = {}
     for i, lab in train:
         by_label.setdefault(lab, []).append(i)
@@ -388,8 +399,9 @@ def _save_jpeg(img: Image.Image, path: Path, rng: np.random.Generator) -> None:
 
 
 def _canvas(size: int) -> int:
-    # The building is drawn at twice the output size and downsampled, which anti-aliases edges.
-    return 2 * size
+    # Drawn at >= twice the output size and downsampled, which anti-aliases edges; never below 320
+    # px, the scale the drawing constants (line widths, object sizes in pixels) were tuned for.
+    return max(320, 2 * size)
 
 
 def _landmark_spec(seed: int, label: int, family_size: int) -> dict[str, Any]:
@@ -406,11 +418,16 @@ def _landmark_spec(seed: int, label: int, family_size: int) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "wall": tuple(int(c) for c in wall),
         "trim": tuple(int(c) for c in trim),
-        "window": tuple(int(c) for c in np.clip(f.uniform(0, 120, 3) + r.uniform(-20, 20, 3), 0, 255)),
-        "roof_color": tuple(int(c) for c in np.clip(f.uniform(30, 200, 3) + r.uniform(-30, 30, 3), 0, 255)),
+        "window": tuple(
+            int(c) for c in np.clip(f.uniform(0, 120, 3) + r.uniform(-20, 20, 3), 0, 255)
+        ),
+        "roof_color": tuple(
+            int(c) for c in np.clip(f.uniform(30, 200, 3) + r.uniform(-30, 30, 3), 0, 255)
+        ),
         "width": float(np.clip(jitter(f.uniform(0.35, 0.8), 0.08), 0.25, 0.85)),
         "height": float(np.clip(jitter(f.uniform(0.25, 0.55), 0.07), 0.2, 0.6)),
-        "roof": str(f.choice(["flat", "gable", "dome", "stepped", "spires"])) if r.uniform() < 0.8
+        "roof": str(f.choice(["flat", "gable", "dome", "stepped", "spires"]))
+        if r.uniform() < 0.8
         else str(r.choice(["flat", "gable", "dome", "stepped", "spires"])),
         "floors": int(np.clip(f.integers(2, 7) + r.integers(-1, 2), 1, 8)),
         "cols": int(np.clip(f.integers(3, 10) + r.integers(-2, 3), 2, 12)),
@@ -482,17 +499,23 @@ def _draw_building(spec: dict[str, Any], canvas: int) -> Image.Image:
     centres = [W / 2] if spec["door"] != "triple" else [W / 2 - 1.3 * dw, W / 2, W / 2 + 1.3 * dw]
     for cx in centres:
         if spec["door"] == "rect":
-            d.rectangle([cx - dw / 2, y1 - dh, cx + dw / 2, y1], fill=_shade(win, 0.6), outline=trim)
+            d.rectangle(
+                [cx - dw / 2, y1 - dh, cx + dw / 2, y1], fill=_shade(win, 0.6), outline=trim
+            )
         else:
             d.rectangle([cx - dw / 2, y1 - dh + dw / 2, cx + dw / 2, y1], fill=_shade(win, 0.6))
-            d.pieslice([cx - dw / 2, y1 - dh, cx + dw / 2, y1 - dh + dw], 180, 360, fill=_shade(win, 0.6))
+            d.pieslice(
+                [cx - dw / 2, y1 - dh, cx + dw / 2, y1 - dh + dw], 180, 360, fill=_shade(win, 0.6)
+            )
 
     # Colonnade in front.
     if spec["columns"]:
         n = spec["columns"]
         for k in range(n):
             cx = x0 + bw * (k + 0.5) / n
-            d.rectangle([cx - bw * 0.015, y0 + bh * 0.35, cx + bw * 0.015, y1], fill=_shade(trim, 1.1))
+            d.rectangle(
+                [cx - bw * 0.015, y0 + bh * 0.35, cx + bw * 0.015, y1], fill=_shade(trim, 1.1)
+            )
         d.rectangle([x0 - 4, y0 + bh * 0.3, x1 + 4, y0 + bh * 0.36], fill=trim)
 
     # Roof.
@@ -502,14 +525,20 @@ def _draw_building(spec: dict[str, Any], canvas: int) -> Image.Image:
     e = spec["emblem"]
     ex, ey, er = W / 2, y0 + bh * 0.12, bw * 0.05
     if e == 1:
-        d.ellipse([ex - er, ey - er, ex + er, ey + er], fill=spec["emblem_color"], outline=trim, width=2)
+        d.ellipse(
+            [ex - er, ey - er, ex + er, ey + er], fill=spec["emblem_color"], outline=trim, width=2
+        )
         d.line([ex, ey, ex, ey - er * 0.8], fill=trim, width=2)
         d.line([ex, ey, ex + er * 0.6, ey], fill=trim, width=2)
     elif e == 2:
         d.line([x1 - 10, y0, x1 - 10, y0 - bh * 0.4], fill=(60, 60, 60), width=3)
-        d.rectangle([x1 - 10, y0 - bh * 0.4, x1 + bw * 0.12, y0 - bh * 0.3], fill=spec["emblem_color"])
+        d.rectangle(
+            [x1 - 10, y0 - bh * 0.4, x1 + bw * 0.12, y0 - bh * 0.3], fill=spec["emblem_color"]
+        )
     elif e == 3:
-        d.rectangle([ex - er * 2, ey - er * 0.6, ex + er * 2, ey + er * 0.6], fill=spec["emblem_color"])
+        d.rectangle(
+            [ex - er * 2, ey - er * 0.6, ex + er * 2, ey + er * 0.6], fill=spec["emblem_color"]
+        )
 
     # Fixed surroundings (statue, fountain, lamp) belong to the landmark too.
     s = np.random.default_rng(spec["side_seed"])
@@ -537,16 +566,22 @@ def _draw_top(d: ImageDraw.ImageDraw, kind: str, x: float, y: float, w: float, t
         d.pieslice([x, y - w / 2, x + w, y + w / 2], 180, 360, fill=roof, outline=trim)
     elif kind == "clock":
         d.rectangle([x - 3, y - 6, x + w + 3, y], fill=trim)
-        d.ellipse([x + w * 0.2, y + w * 0.1, x + w * 0.8, y + w * 0.7], fill=(240, 240, 230), outline=trim)
+        d.ellipse(
+            [x + w * 0.2, y + w * 0.1, x + w * 0.8, y + w * 0.7], fill=(240, 240, 230), outline=trim
+        )
     else:
         d.rectangle([x - 4, y - 8, x + w + 4, y], fill=trim)
 
 
-def _draw_roof(d: ImageDraw.ImageDraw, spec, x0: float, y0: float, x1: float, bw: float, bh: float) -> None:
+def _draw_roof(
+    d: ImageDraw.ImageDraw, spec, x0: float, y0: float, x1: float, bw: float, bh: float
+) -> None:
     roof, trim = spec["roof_color"], spec["trim"]
     kind = spec["roof"]
     if kind == "gable":
-        d.polygon([(x0 - 8, y0), (x1 + 8, y0), ((x0 + x1) / 2, y0 - bh * 0.35)], fill=roof, outline=trim)
+        d.polygon(
+            [(x0 - 8, y0), (x1 + 8, y0), ((x0 + x1) / 2, y0 - bh * 0.35)], fill=roof, outline=trim
+        )
     elif kind == "dome":
         r = bw * 0.22
         cx = (x0 + x1) / 2
@@ -556,7 +591,9 @@ def _draw_roof(d: ImageDraw.ImageDraw, spec, x0: float, y0: float, x1: float, bw
     elif kind == "stepped":
         for k in range(3):
             inset = bw * 0.12 * (k + 1)
-            d.rectangle([x0 + inset, y0 - bh * 0.09 * (k + 1), x1 - inset, y0 - bh * 0.09 * k], fill=roof)
+            d.rectangle(
+                [x0 + inset, y0 - bh * 0.09 * (k + 1), x1 - inset, y0 - bh * 0.09 * k], fill=roof
+            )
     elif kind == "spires":
         n = 5
         for k in range(n):
@@ -614,7 +651,9 @@ def _render_view(
     for _ in range(int(rng.integers(0, 6))):
         x = rng.uniform(0, C)
         w, h = rng.uniform(20, 80), rng.uniform(30, 160)
-        d.rectangle([x, horizon - h, x + w, horizon], fill=tuple(int(c) for c in rng.integers(90, 180, 3)))
+        d.rectangle(
+            [x, horizon - h, x + w, horizon], fill=tuple(int(c) for c in rng.integers(90, 180, 3))
+        )
 
     # Viewpoint: a camera turned sideways (yaw: the far side shrinks), tilted up (pitch: the top
     # narrows), slightly rolled, nearer or farther (scale) and aimed off-centre (shift).
@@ -697,7 +736,9 @@ def _occluders(img: Image.Image, rng: np.random.Generator, C: int, hard: bool) -
         elif kind == 1:  # car
             w, h = rng.uniform(0.15, 0.3) * C, rng.uniform(0.06, 0.1) * C
             d.rounded_rectangle([x, base - h, x + w, base], radius=8, fill=col)
-            d.rectangle([x + w * 0.2, base - h * 1.6, x + w * 0.75, base - h], fill=_shade(col, 0.7))
+            d.rectangle(
+                [x + w * 0.2, base - h * 1.6, x + w * 0.75, base - h], fill=_shade(col, 0.7)
+            )
         elif kind == 2:  # person
             h = rng.uniform(0.15, 0.3) * C
             d.ellipse([x - h * 0.08, base - h, x + h * 0.08, base - h * 0.82], fill=(220, 180, 150))
@@ -752,7 +793,7 @@ def _render_non_landmark(rng: np.random.Generator, size: int) -> Image.Image:
         _landscape,
         _document,
     ]
-    img = kinds[int(rng.integers(0, len(kinds)))](rng, 2 * size)
+    img = kinds[int(rng.integers(0, len(kinds)))](rng, _canvas(size))
     img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return _photometric(img, rng, hard=False)
 
@@ -770,7 +811,9 @@ def _room(rng: np.random.Generator, C: int) -> Image.Image:
     d.polygon([(C, 0), (C - m, m), (C - m, C - m), (C, C)], fill=_rand_color(rng, 100, 220))
     for _ in range(int(rng.integers(1, 5))):  # furniture, pictures
         x, y = rng.uniform(m, C - m - 40), rng.uniform(m, C - m - 40)
-        d.rectangle([x, y, x + rng.uniform(20, 120), y + rng.uniform(20, 100)], fill=_rand_color(rng))
+        d.rectangle(
+            [x, y, x + rng.uniform(20, 120), y + rng.uniform(20, 100)], fill=_rand_color(rng)
+        )
     return img
 
 
@@ -804,9 +847,13 @@ def _object_image(rng: np.random.Generator, C: int) -> Image.Image:
         if shape == 0:
             d.ellipse([x - r, y - r, x + r, y + r], fill=col)
         elif shape == 1:
-            d.rounded_rectangle([x - r, y - r * 0.6, x + r, y + r * 0.6], radius=int(r / 4), fill=col)
+            d.rounded_rectangle(
+                [x - r, y - r * 0.6, x + r, y + r * 0.6], radius=int(r / 4), fill=col
+            )
         else:
-            d.regular_polygon((x, y, r), int(rng.integers(3, 8)), rotation=float(rng.uniform(0, 90)), fill=col)
+            d.regular_polygon(
+                (x, y, r), int(rng.integers(3, 8)), rotation=float(rng.uniform(0, 90)), fill=col
+            )
     return img
 
 
@@ -816,14 +863,31 @@ def _face(rng: np.random.Generator, C: int) -> Image.Image:
     skin = (int(rng.integers(120, 240)), int(rng.integers(90, 200)), int(rng.integers(70, 170)))
     cx, cy = C / 2 + rng.uniform(-0.1, 0.1) * C, C * rng.uniform(0.4, 0.55)
     rx, ry = C * rng.uniform(0.18, 0.28), C * rng.uniform(0.25, 0.35)
-    d.rectangle([cx - rx * 1.4, cy + ry * 0.8, cx + rx * 1.4, C], fill=_rand_color(rng))  # shoulders
+    d.rectangle(
+        [cx - rx * 1.4, cy + ry * 0.8, cx + rx * 1.4, C], fill=_rand_color(rng)
+    )  # shoulders
     d.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=skin)
-    d.chord([cx - rx * 1.05, cy - ry * 1.1, cx + rx * 1.05, cy + ry * 0.3], 180, 360, fill=_rand_color(rng, 0, 120))
+    d.chord(
+        [cx - rx * 1.05, cy - ry * 1.1, cx + rx * 1.05, cy + ry * 0.3],
+        180,
+        360,
+        fill=_rand_color(rng, 0, 120),
+    )
     for sx in (-1, 1):
         ex, ey = cx + sx * rx * 0.4, cy - ry * 0.05
-        d.ellipse([ex - rx * 0.12, ey - ry * 0.06, ex + rx * 0.12, ey + ry * 0.06], fill=(250, 250, 250))
-        d.ellipse([ex - rx * 0.05, ey - ry * 0.05, ex + rx * 0.05, ey + ry * 0.05], fill=(30, 30, 30))
-    d.arc([cx - rx * 0.4, cy + ry * 0.2, cx + rx * 0.4, cy + ry * 0.6], 20, 160, fill=(120, 40, 40), width=4)
+        d.ellipse(
+            [ex - rx * 0.12, ey - ry * 0.06, ex + rx * 0.12, ey + ry * 0.06], fill=(250, 250, 250)
+        )
+        d.ellipse(
+            [ex - rx * 0.05, ey - ry * 0.05, ex + rx * 0.05, ey + ry * 0.05], fill=(30, 30, 30)
+        )
+    d.arc(
+        [cx - rx * 0.4, cy + ry * 0.2, cx + rx * 0.4, cy + ry * 0.6],
+        20,
+        160,
+        fill=(120, 40, 40),
+        width=4,
+    )
     return img
 
 
@@ -837,7 +901,9 @@ def _landscape(rng: np.random.Generator, C: int) -> Image.Image:
         col = _rand_color(rng, 40, 150)
         d.polygon([(0, C), *zip(xs.tolist(), ys.tolist()), (C, C)], fill=col)
     if rng.uniform() < 0.5:  # water
-        d.rectangle([0, C * 0.8, C, C], fill=(int(rng.integers(30, 90)), int(rng.integers(80, 140)), 200))
+        d.rectangle(
+            [0, C * 0.8, C, C], fill=(int(rng.integers(30, 90)), int(rng.integers(80, 140)), 200)
+        )
     return img
 
 
@@ -855,4 +921,3 @@ def _document(rng: np.random.Generator, C: int) -> Image.Image:
             x += w + 6
         y += rng.uniform(12, 20)
     return img
-

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
 from retrieval_kit.data.failed_item import FailedItem
 from retrieval_kit.data.image_io import DEFAULT_MAX_PIXELS

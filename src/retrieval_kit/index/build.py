@@ -124,7 +124,7 @@ def build_index(
 
     chunks = range(0, n, chunk_size)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
         chunks = tqdm(chunks, desc="indexing", unit="chunk")
     t = time.perf_counter()

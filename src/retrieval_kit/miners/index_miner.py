@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import faiss
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
 logger = logging.getLogger(__name__)
 

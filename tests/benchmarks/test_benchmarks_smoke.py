@@ -1,0 +1,138 @@
+"""Smoke tests: every benchmark script runs at a tiny size and its figures are self-consistent.
+
+These check that the scripts work (and keep working as the library changes), not speed: sizes are
+seconds in total. The real figures come from ``python benchmarks/run.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the scripts import their siblings by name
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sections(tmp_path_factory):
+    """All five tables of run.py's smoke preset, run once and shared by the tests below."""
+    import faiss
+    import torch
+
+    threads, omp = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)  # tiny work: one thread avoids OpenMP barrier stalls on a busy CI box
+    run = _load("run")
+    try:
+        out = {s["name"]: s for s in run.run_tables("smoke")}
+    finally:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(omp)
+    return out
+
+
+def test_every_table_runs(sections):
+    assert list(sections) == ["mining", "index", "metrics", "extraction", "rerank"]
+    failed = {k: s.get("error") for k, s in sections.items() if not s["ok"]}
+    assert not failed
+    for s in sections.values():
+        assert s["rows"] and "|---" in s["text"]
+
+
+def test_mining_same_loss_as_pml(sections):
+    (row,) = sections["mining"]["rows"]
+    assert row["loss_abs_diff"] < 1e-4
+    assert row["ours_s"] > 0 and row["pml_s"] > 0
+
+
+def test_index_exact_and_bruteforce_agree(sections):
+    rows = {r["method"]: r for r in sections["index"]["rows"]}
+    assert rows["faiss IndexFlatIP (exact)"]["recall@1"] == 1.0
+    assert rows["numpy brute force"]["recall@1"] == 1.0
+    auto = next(r for m, r in rows.items() if m.startswith("build_index('auto')"))
+    assert auto["recall@1"] == 1.0  # 3000 vectors: auto picks exact search
+
+
+def test_metrics_match_plain(sections):
+    rows = sections["metrics"]["rows"]
+    for plain, ours in zip(rows[::2], rows[1::2]):
+        assert plain["case"] == ours["case"]
+        assert ours["value"] == pytest.approx(plain["value"], abs=1e-9)
+
+
+def test_extraction_pipeline_feeds_the_same_tensors(sections):
+    rows = sections["extraction"]["rows"]
+    assert rows[0]["workers"] is None and rows[0]["ratio"] == 1.0
+    pipe = rows[1:]
+    assert [r["workers"] for r in pipe] == [0]
+    assert pipe[0]["max_abs_diff"] < 1e-4  # same decode + transform + model => same embeddings
+    assert pipe[0]["images_per_s"] > 0
+
+
+def test_rerank_rows(sections):
+    rows = sections["rerank"]["rows"]
+    assert len(rows) == 4
+    assert rows[0]["x_exact"] == 1.0
+    assert all(r["seconds"] > 0 for r in rows)
+
+
+def test_run_main_writes_the_document(tmp_path):
+    run = _load("run")
+    out = tmp_path / "docs" / "benchmarks.md"
+    failed = run.main(["--preset", "smoke", "--only", "metrics", "--out", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert failed == []
+    assert "## Machine" in text and "faiss" in text and "Load average" in text
+    assert "## 3. Metrics vs plain implementations" in text
+    assert "## 1." not in text  # only the table asked for
+    assert not list(out.parent.glob(".*.tmp"))  # atomic write left no temporary file
+
+
+def test_simulate_scale_streams_and_scores(tmp_path):
+    scale = _load("simulate_scale")
+    doc = tmp_path / "scaling.md"
+    doc.write_text(f"# Scaling\n\nprose\n\n{scale.BEGIN}\nold\n{scale.END}\n\nmore prose\n")
+    results = tmp_path / "scale.json"
+    r = scale.main(["--n", "4000", "--dim", "16", "--factory", "IVF16,Flat", "--queries", "50",
+                    "--chunk", "1000", "--threads", "1", "--workdir", str(tmp_path), "--results", str(results),
+                    "--doc", str(doc)])  # fmt: skip
+    assert r["factory"] == "IVF16,Flat" and r["n"] == 4000
+    assert 0.8 <= r["recall_at_1"] <= 1.0
+    assert r["recall_1_at_10"] >= r["recall_at_1"]
+    assert json.loads(results.read_text())["recall_at_1"] == r["recall_at_1"]
+    text = doc.read_text()
+    assert "old" not in text and "prose" in text and "more prose" in text
+    assert "IVF16,Flat" in text and text.count(scale.BEGIN) == 1
+    assert not list(tmp_path.glob("*.npy"))  # the temporary vectors were removed
+
+
+def test_simulate_scale_exact_knn_matches_numpy(tmp_path):
+    scale = _load("simulate_scale")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1050, 8)).astype(np.float32)
+    q = rng.normal(size=(7, 8)).astype(np.float32)
+    _, ids = scale.exact_knn(x, q, 5, chunk=100)  # 11 chunks, the last one of 50 rows
+    want = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(ids, want)
+
+
+def test_fast_sampler_matches_bench_index(tmp_path):
+    scale = _load("simulate_scale")
+    bench_index = _load("bench_index")
+    a = bench_index.ClusteredSphere(24, n_clusters=50, seed=3)
+    b = scale.FastClusteredSphere(24, n_clusters=50, seed=3)
+    xa = a.sample(500, np.random.default_rng(1))
+    xb = b.sample(500, np.random.default_rng(1))
+    np.testing.assert_allclose(xa, xb, atol=1e-5)
