@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 32,
             "workers": (0, 1, 2),
             "repeats": 2,
-        },  # fmt: skip
+        },
         "rerank": {"n_queries": 1000, "sizes": (10_000, 100_000), "dim": 512, "repeats": 2},
     },
     "quick": {
@@ -59,7 +59,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 32,
             "workers": (0, 2),
             "repeats": 1,
-        },  # fmt: skip
+        },
         "rerank": {"n_queries": 500, "sizes": (10_000, 50_000), "dim": 512, "repeats": 2},
     },
     # Seconds in total, one thread (tiny work on many threads only measures OpenMP barriers on a
@@ -73,7 +73,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "repeats": 1,
             "threads": 1,
             "factories": ("IVF16,Flat",),
-        },  # fmt: skip
+        },
         "metrics": {"predictions": 2000, "map_queries": 50, "repeats": 1},
         "extraction": {
             "model_name": "resnet18",
@@ -85,7 +85,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "repeats": 1,
             "threads": 1,
             "jpeg_sizes": (40, 64),
-        },  # fmt: skip
+        },
         "rerank": {"n_queries": 20, "sizes": (200,), "dim": 16, "repeats": 1, "threads": 1},
     },
 }
@@ -247,7 +247,8 @@ def table_extraction(cfg: dict) -> tuple[str, list[dict]]:
     r = rows[0]
     text = (
         f"images/s of `rk.embed.extract_embeddings` on {r['n_images']} JPEG files "
-        f"({r['jpeg_sizes'][0]}-{r['jpeg_sizes'][1]} px per side, quality 90; decode with PIL, squash-resize to {r['image_size']} px, "
+        f"({r['jpeg_sizes'][0]}-{r['jpeg_sizes'][1]} px per side, quality 90; decode with PIL, "
+        f"squash-resize to {r['image_size']} px, "
         f"normalise, model) with DataLoader workers, against the same model "
         f"({r['model']}, random weights, batch {r['batch_size']}, {r['threads']} torch threads) "
         "on the same images pre-decoded into one tensor. Each side keeps its fastest of "

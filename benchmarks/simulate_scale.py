@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import resource
 import sys
@@ -42,7 +41,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import ClusteredSphere  # noqa: E402  (a sibling script, not a package)
-
 from retrieval_kit._io import atomic_write_json, atomic_write_text  # noqa: E402
 from retrieval_kit.index import build_index  # noqa: E402
 
@@ -277,7 +275,7 @@ def markdown(r: dict) -> str:
             "",
             f"**Extrapolation to {r['n']:,} x 512 (not measured).** IVF-Flat memory grows with the "
             f"dimension: about {_gb(n512)} of codes + ids (the same structure at 512-d). Training, "
-            f"adding and exact search are matrix products whose cost is linear in the dimension, so "
+            "adding and exact search are matrix products whose cost is linear in the dimension, so "
             f"expect about {f:.0f}x the build ({r['build_s'] * f / 60:.0f} min) and exact-search "
             f"({r['exact_s'] * f:.0f} s) times above on this machine; the search time per query "
             "grows about as much at the same nprobe.",

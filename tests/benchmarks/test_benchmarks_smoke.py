@@ -58,7 +58,8 @@ def test_mining_same_loss_as_pml(sections):
 
 
 def test_index_exact_and_bruteforce_agree(sections):
-    rows = {r["method"]: r for r in sections["index"]["rows"]}
+    # rows of this run only (run.py may append the 2M rows of an earlier simulate_scale run)
+    rows = {r["method"]: r for r in sections["index"]["rows"] if r["n"] == 3000}
     assert rows["faiss IndexFlatIP (exact)"]["recall@1"] == 1.0
     assert rows["numpy brute force"]["recall@1"] == 1.0
     auto = next(r for m, r in rows.items() if m.startswith("build_index('auto')"))
@@ -75,7 +76,8 @@ def test_metrics_match_plain(sections):
 def test_extraction_pipeline_feeds_the_same_tensors(sections):
     rows = sections["extraction"]["rows"]
     assert rows[0]["workers"] is None and rows[0]["ratio"] == 1.0
-    pipe = rows[1:]
+    assert rows[1]["setting"].startswith("data only") and rows[1]["images_per_s"] > 0
+    pipe = rows[2:]
     assert [r["workers"] for r in pipe] == [0]
     assert pipe[0]["max_abs_diff"] < 1e-4  # same decode + transform + model => same embeddings
     assert pipe[0]["images_per_s"] > 0
@@ -106,8 +108,8 @@ def test_simulate_scale_streams_and_scores(tmp_path):
     doc.write_text(f"# Scaling\n\nprose\n\n{scale.BEGIN}\nold\n{scale.END}\n\nmore prose\n")
     results = tmp_path / "scale.json"
     r = scale.main(["--n", "4000", "--dim", "16", "--factory", "IVF16,Flat", "--queries", "50",
-                    "--chunk", "1000", "--threads", "1", "--workdir", str(tmp_path), "--results", str(results),
-                    "--doc", str(doc)])  # fmt: skip
+                    "--chunk", "1000", "--threads", "1", "--workdir", str(tmp_path),
+                    "--results", str(results), "--doc", str(doc)])  # fmt: skip
     assert r["factory"] == "IVF16,Flat" and r["n"] == 4000
     assert 0.8 <= r["recall_at_1"] <= 1.0
     assert r["recall_1_at_10"] >= r["recall_at_1"]
@@ -136,3 +138,20 @@ def test_fast_sampler_matches_bench_index(tmp_path):
     xa = a.sample(500, np.random.default_rng(1))
     xb = b.sample(500, np.random.default_rng(1))
     np.testing.assert_allclose(xa, xb, atol=1e-5)
+
+
+def test_run_shows_simulate_scale_results_in_the_index_table(tmp_path, monkeypatch):
+    scale, run = _load("simulate_scale"), _load("run")
+    results = tmp_path / "scale.json"
+    scale.main(["--n", "3000", "--dim", "8", "--factory", "IVF8,Flat", "--queries", "20",
+                "--chunk", "1000", "--threads", "1", "--workdir", str(tmp_path),
+                "--results", str(results), "--doc", str(tmp_path / "s.md")])  # fmt: skip
+    monkeypatch.setattr(run, "SCALE_RESULTS", results)
+    rows, note = run._scale_rows(dim=16)
+    assert [r["n"] for r in rows] == [3000, 3000]
+    assert rows[0]["recall@1"] == 1.0 and rows[1]["method"].endswith("IVF8,Flat")
+    assert "simulate_scale.py" in note and "dimension differs" in note
+    table = _load("bench_index").markdown(rows)
+    assert table.count("| 3,000 |") == 2
+    monkeypatch.setattr(run, "SCALE_RESULTS", tmp_path / "missing.json")
+    assert run._scale_rows(dim=16)[0] == []

@@ -205,7 +205,7 @@ def test_real_bomb_file_is_refused_from_its_header(tmp_path):
     start = time.perf_counter()
     with pytest.raises(ImageLoadError, match="decompression bomb") as info:
         load_image(path)
-    assert time.perf_counter() - start < 1.0  # a header read, not a decode
+    assert time.perf_counter() - start < 5.0  # a header read, not a 10.8 GB decode
     assert info.value.path == str(path)
     # The same header under the limit is decoded (and found to be short of data): the refusal
     # above came from the size, not from the broken data.

@@ -139,3 +139,22 @@ def test_checker_detects_a_torn_file(tmp_path):
     marker.write_text('{"version": 3, "rows": [3, 3')
     with pytest.raises(json.JSONDecodeError):
         _check("json", marker)
+
+
+def test_embeddings_and_their_sidecar_never_disagree(tmp_path, monkeypatch):
+    import retrieval_kit.embed.extract as extract_module
+
+    model, Constant = kw._embedding_objects()
+    out = tmp_path / "emb.npy"
+    rk.embed.extract_embeddings(model, Constant(1), out=out)
+
+    def killed(*args, **kwargs):  # the process dies after the rename, before the sidecar
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_module, "write_meta", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rk.embed.extract_embeddings(model, Constant(2), out=out, overwrite=True)
+    sidecar = rk.embed.meta_path(out)
+    if (np.load(out) == 2).all():
+        # New data: its sidecar must not be the old run's (absent = "incomplete" is fine).
+        assert not sidecar.exists(), "new embeddings carry the previous run's sidecar"

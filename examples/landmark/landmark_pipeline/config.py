@@ -127,6 +127,9 @@ class TrainConfig:
     #: re-cluster with the current model every N epochs (0: never, as the reproduced pipeline).
     recluster_every: int = 0
     amp: bool = False
+    #: keep the backbone's BatchNorm statistics frozen while training (small or one-cluster
+    #: batches make poor batch statistics).
+    freeze_bn: bool = False
     num_workers: int = 0
     #: cap on batches per epoch (``null``: all), for quick runs.
     max_batches_per_epoch: int | None = None

@@ -139,6 +139,8 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
 
     model.to(device)
     model.normalize = tc.distance == "cosine"
+    if tc.freeze_bn:
+        _freeze_batchnorm(model)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
@@ -310,6 +312,21 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         "clusters": None if clusters is None else len(set(clusters.values())),
     }
     return outputs, summary
+
+
+def _freeze_batchnorm(model: torch.nn.Module) -> None:
+    # train_one_epoch puts the whole model in train mode; this hook puts the trunk's BatchNorm
+    # layers back in eval mode before every forward, so they use (and keep) their pretrained
+    # statistics. The head's BatchNorm1d still trains.
+    norms = [
+        m for m in model.trunk.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+
+    def hook(module: torch.nn.Module, args: Any) -> None:
+        for m in norms:
+            m.eval()
+
+    model.register_forward_pre_hook(hook)
 
 
 def _subspace_epoch(

@@ -30,6 +30,7 @@ from retrieval_kit.data.transforms import build_eval_transform
 from retrieval_kit.embed.shards import (
     _npy_path,
     finish_tmp,
+    meta_path,
     shard_path,
     shard_range,
     tmp_path,
@@ -349,6 +350,10 @@ class _Writer:
             return self.array
         self.array.flush()
         self.array = None  # unmap before the rename
+        # The sidecar marks the .npy as finished: drop a previous run's before replacing the data,
+        # so a kill between the rename and the new sidecar never pairs new rows with old metadata.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(meta_path(self.target))
         finish_tmp(self.tmp, self.target)
         self.tmp = None
         return np.load(self.target, mmap_mode="r")

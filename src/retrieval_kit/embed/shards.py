@@ -111,7 +111,12 @@ def merge_shards(
                 f"shard {rank} of {world_size} is incomplete or missing: {meta_file} "
                 "(has that rank finished?)"
             )
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            for key in ("num_rows_total", "dim", "start", "stop", "failed"):
+                meta[key]  # noqa: B018 - presence check
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{meta_file}: not a valid shard sidecar ({err!r})") from err
         metas.append((shard, meta))
     total = metas[0][1]["num_rows_total"]
     dim = metas[0][1]["dim"]
@@ -133,7 +138,10 @@ def merge_shards(
     try:
         merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim))
         for shard, meta in metas:
-            part = np.load(shard, mmap_mode="r")
+            try:
+                part = np.load(shard, mmap_mode="r")
+            except ValueError as err:  # e.g. an object array, refused without allow_pickle
+                raise ValueError(f"{shard}: not a float32 embedding shard ({err})") from err
             if part.shape != (meta["stop"] - meta["start"], dim):
                 raise ValueError(f"{shard}: shape {part.shape} does not match its sidecar")
             for i in range(0, part.shape[0], chunk_size):

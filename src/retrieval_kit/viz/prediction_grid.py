@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from retrieval_kit._io import atomic_write
+from retrieval_kit.data.image_io import load_image
 from retrieval_kit.viz._grid_layout import _GridLayout
 
 __all__ = [
@@ -180,14 +181,8 @@ def _load(image: ImageLike) -> Image.Image:
         return image.convert("RGB")
     if isinstance(image, np.ndarray):
         return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
-    path = Path(image)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    # The library's loader: EXIF rotation, alpha on white, bombs refused, errors naming the file.
+    return load_image(image)
 
 
 def _draw_cell(canvas, draw, layout, font, row, col, image, color, captions) -> None:
