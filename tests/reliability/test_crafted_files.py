@@ -134,12 +134,6 @@ def test_torn_stage_marker_of_the_landmark_example_means_not_done(tmp_path, mark
     assert stage.why_incomplete("abc") == "no completion marker"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="examples/landmark/landmark_pipeline/state.py StageMarker.read catches only OSError "
-    "and JSONDecodeError: non-UTF-8 bytes raise UnicodeDecodeError, and valid JSON that is not "
-    "an object makes why_incomplete raise AttributeError, instead of 'not done, redo'",
-)
 @pytest.mark.parametrize("content", ["pickle", b"[1, 2]"], ids=["pickle", "json-list"])
 def test_garbage_stage_marker_means_not_done(tmp_path, marker, content):
     stage = _stage_marker(tmp_path)

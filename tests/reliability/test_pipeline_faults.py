@@ -142,12 +142,6 @@ def test_killed_stage_is_incomplete_and_checkpoint_holds_the_last_saved_step(
     assert {"python", "numpy", "torch"} <= set(last["rng"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="examples/landmark/landmark_pipeline/train_stage.py builds its DataLoader without a "
-    "generator: creating the iterator draws from the global torch RNG, at a different point in a "
-    "resumed epoch than in an uninterrupted one, so later random crops differ",
-)
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
     killed_run, tmp_path, restore_torch_globals
 ):

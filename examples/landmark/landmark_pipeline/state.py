@@ -52,10 +52,14 @@ class StageMarker:
         if not self.path.is_file():
             return None
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
+            marker = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # ValueError: bad JSON and non-UTF-8 bytes alike
             logger.warning("ignoring unreadable stage marker %s: %s", self.path, e)
             return None
+        if not isinstance(marker, dict):
+            logger.warning("ignoring stage marker %s: not a JSON object", self.path)
+            return None
+        return marker
 
     def fingerprint(self) -> str | None:
         """A hash of this stage's marker: changes whenever the stage is redone."""

@@ -139,8 +139,8 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
 
     model.to(device)
     model.normalize = tc.distance == "cosine"
-    if tc.freeze_bn:
-        _freeze_batchnorm(model)
+    # Pretrained trunk statistics stay; the new head's BatchNorm1d still learns.
+    freeze_bn = model.trunk if tc.freeze_bn else False
     optimizer = torch.optim.SGD(
         model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
     )
@@ -225,10 +225,16 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
                 device,
                 ctx,
                 epoch,
+                freeze_bn,
             )
         else:
             loader = torch.utils.data.DataLoader(
-                dataset, batch_sampler=sampler, num_workers=tc.num_workers
+                dataset,
+                batch_sampler=sampler,
+                num_workers=tc.num_workers,
+                # Its own generator: creating the iterator must not draw from the global RNG,
+                # or a resumed epoch's random crops would differ from an uninterrupted run's.
+                generator=torch.Generator().manual_seed(ctx.config.seed + epoch),
             )
             since_ckpt = [0]
 
@@ -241,18 +247,18 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             ) -> None:
                 # Mid-epoch checkpoint (exact resume needs num_workers=0: workers prefetch).
                 since_ckpt[0] += 1
-                if tc.checkpoint_every_steps and since_ckpt[0] % tc.checkpoint_every_steps == 0:
-                    if main and step < len(sampler):
-                        rk.train.save_checkpoint(
-                            last,
-                            model=model,
-                            optimizer=optimizer,
-                            sampler=sampler,
-                            scaler=scaler,
-                            epoch=epoch,
-                            step=step,
-                            extra=extra(),
-                        )
+                due = tc.checkpoint_every_steps and since_ckpt[0] % tc.checkpoint_every_steps == 0
+                if due and main and step < len(sampler):
+                    rk.train.save_checkpoint(
+                        last,
+                        model=model,
+                        optimizer=optimizer,
+                        sampler=sampler,
+                        scaler=scaler,
+                        epoch=epoch,
+                        step=step,
+                        extra=extra(),
+                    )
 
             max_steps = tc.max_batches_per_epoch
             if max_steps is not None:
@@ -267,6 +273,7 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
                 accumulate=tc.accumulate,
                 device=device,
                 gather_for_mining=info is not None,
+                freeze_bn=freeze_bn,
                 max_steps=max_steps,
                 start_step=start_step,
                 progress=ctx.progress and main,
@@ -314,23 +321,19 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     return outputs, summary
 
 
-def _freeze_batchnorm(model: torch.nn.Module) -> None:
-    # train_one_epoch puts the whole model in train mode; this hook puts the trunk's BatchNorm
-    # layers back in eval mode before every forward, so they use (and keep) their pretrained
-    # statistics. The head's BatchNorm1d still trains.
-    norms = [
-        m for m in model.trunk.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-    ]
-
-    def hook(module: torch.nn.Module, args: Any) -> None:
-        for m in norms:
-            m.eval()
-
-    model.register_forward_pre_hook(hook)
-
-
 def _subspace_epoch(
-    model, dataset, labels, clusters, loss_fn, miner, optimizer, scaler, device, ctx, epoch
+    model,
+    dataset,
+    labels,
+    clusters,
+    loss_fn,
+    miner,
+    optimizer,
+    scaler,
+    device,
+    ctx,
+    epoch,
+    freeze_bn,
 ) -> dict[str, float]:
     # Divide and Conquer: cluster k's classes train embedding chunk k, one cluster after another.
     tc = ctx.config.train
@@ -352,6 +355,7 @@ def _subspace_epoch(
             torch.utils.data.Subset(dataset, rows.tolist()),
             batch_sampler=sampler,
             num_workers=tc.num_workers,
+            generator=torch.Generator().manual_seed(ctx.config.seed + 1000 * epoch + k),
         )
         stats = rk.train.train_one_epoch(
             model,
@@ -363,6 +367,7 @@ def _subspace_epoch(
             accumulate=tc.accumulate,
             device=device,
             subspace=k,
+            freeze_bn=freeze_bn,
             progress=ctx.progress,
             max_steps=None if cap is None else max(1, math.ceil(cap / len(groups))),
         )

@@ -104,7 +104,7 @@ def train_one_epoch(
     subspace: int | Callable[[torch.Tensor], int | None] | None = None,
     gather_for_mining: bool = False,
     max_grad_norm: float | None = None,
-    freeze_bn: bool = False,
+    freeze_bn: bool | torch.nn.Module = False,
     max_steps: int | None = None,
     start_step: int = 0,
     progress: bool = False,
@@ -138,9 +138,11 @@ def train_one_epoch(
             of every rank (``rk.train.distributed.gather_embeddings``), as one process would over
             the global batch; gradients stay exact (the loss is scaled by the world size).
         max_grad_norm: clip the gradient norm to this before each step (None: no clipping).
-        freeze_bn: keep every BatchNorm layer in eval mode (running statistics frozen, affine
+        freeze_bn: keep BatchNorm layers in eval mode (running statistics frozen, affine
             weights still trained): the usual choice when fine-tuning a pretrained backbone on
             small or single-cluster batches, whose statistics would overwrite ImageNet's.
+            ``True`` freezes every BatchNorm of ``model``; a sub-module (e.g. ``model.trunk``)
+            freezes only those inside it, so a freshly initialised head's BatchNorm still learns.
         max_steps: stop after this many batches (optimizer steps happen for the remainder).
         start_step: batches of this epoch already done before this call (resuming mid-epoch);
             only shifts the step numbers and accumulation groups; the loader must yield the
@@ -187,8 +189,9 @@ def train_one_epoch(
         total = max_steps if total is None else min(total, max_steps)
 
     model.train()
-    if freeze_bn:
-        for module in model.modules():
+    if freeze_bn is not False:
+        frozen = model if freeze_bn is True else freeze_bn
+        for module in frozen.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.eval()
     optimizer.zero_grad(set_to_none=True)
