@@ -8,7 +8,7 @@ run on this machine (see the scripts named in each section for the details of a 
 document is generated: never edit its figures by hand, rerun this script. ``--quick`` uses smaller
 sizes (a few minutes); the default preset fits in about 15 minutes on 2 cores. The index table's
 largest size (2M vectors) comes from ``benchmarks/simulate_scale.py`` (its latest results file);
-``--scale`` runs it first (adds ~10-20 minutes on 2 cores).
+``--scale`` runs it first (adds ~10 minutes on 2 cores).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A simulated million-scale run: stream vectors to disk, index from the memmap, search, score.
 
-Run: ``python benchmarks/simulate_scale.py [--n 2000000] [--dim 256] [--factory auto]
+Run: ``python benchmarks/simulate_scale.py [--n 2000000] [--dim 512] [--factory auto]
 [--queries 1000] [--workdir /tmp] [--no-write]``.
 
 1. **Generate**: ``--n`` clustered unit vectors (the generator of ``bench_index.py``: 1000
@@ -162,7 +162,7 @@ def _index_bytes(index: Any) -> int:
 
 def run(
     n: int = 2_000_000,
-    dim: int = 256,
+    dim: int = 512,
     factory: str = "auto",
     n_queries: int = 1000,
     chunk: int = 100_000,
@@ -298,7 +298,7 @@ def write_doc(section: str, doc: Path = DOC) -> None:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=2_000_000)
-    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--dim", type=int, default=512)
     p.add_argument("--factory", default="auto")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--chunk", type=int, default=100_000)

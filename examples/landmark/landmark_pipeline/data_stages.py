@@ -27,10 +27,8 @@ def stage_prepare(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     cfg = ctx.config.data
     root = Path(cfg.root) if cfg.root else ctx.out / "data"
     if cfg.format == "synthetic":
-        from retrieval_kit.data.synthetic import synthetic_landmarks
-
         logger.info("generating the synthetic demo dataset in %s", root)
-        synthetic_landmarks(root, **cfg.synthetic, progress=ctx.progress)
+        rk.data.synthetic_landmarks(root, **cfg.synthetic, progress=ctx.progress)
         rows = _read_gldv2(root, cfg.use_train_clean)
     elif cfg.format == "gldv2":
         rows = _read_gldv2(root, cfg.use_train_clean)
