@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from retrieval_kit.rerank.database_augmentation import DatabaseAugmentation
 from retrieval_kit.rerank.distractor_reranker import DistractorReranker
+from retrieval_kit.rerank.neighbour_averaging import NeighbourAveraging
 from retrieval_kit.rerank.query_expansion import QueryExpansion
 from retrieval_kit.rerank.reranker import Reranker
 
-__all__ = ["DatabaseAugmentation", "DistractorReranker", "QueryExpansion", "Reranker"]
+__all__ = [
+    "DatabaseAugmentation",
+    "DistractorReranker",
+    "NeighbourAveraging",
+    "QueryExpansion",
+    "Reranker",
+]

@@ -6,17 +6,16 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kit.index._arrays import as_matrix
 from retrieval_kit.index.build import build_index
 from retrieval_kit.index.index import Index
 from retrieval_kit.index.search_result import SearchResult
-from retrieval_kit.rerank.query_expansion import _vectors
-from retrieval_kit.rerank.reranker import Reranker, check_result, expand, resort, valid_mask
+from retrieval_kit.rerank.neighbour_averaging import NeighbourAveraging
+from retrieval_kit.rerank.reranker import expand, resort, valid_mask
 
 __all__ = ["DatabaseAugmentation"]
 
 
-class DatabaseAugmentation(Reranker):
+class DatabaseAugmentation(NeighbourAveraging):
     """Replace each database vector ``x`` by ``unit(x + sum_i max(cos(x, x_i), 0)^alpha * x_i)``.
 
     ``x_i`` are the ``k`` nearest *other* database vectors. Use it offline with ``augment()`` /
@@ -36,30 +35,9 @@ class DatabaseAugmentation(Reranker):
         >>> result = dba.rerank(queries, index.search(queries, k=100))  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        index: Index,
-        *,
-        k: int = 2,
-        alpha: float = 3.0,
-        database_embeddings: Any = None,
-        batch_size: int = 4096,
-    ) -> None:
-        if k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        self.index = index
-        self.k = int(k)
-        self.alpha = float(alpha)
-        self.batch_size = int(batch_size)
-        self._db = None
-        if database_embeddings is not None:
-            self._db = as_matrix(database_embeddings, "database_embeddings")
-            if self._db.shape != (len(index), index.dim):
-                raise ValueError(
-                    f"database_embeddings has shape {self._db.shape} but the index holds "
-                    f"{len(index)} x {index.dim}"
-                )
-        self._cache: dict[int, np.ndarray] = {}
+    def __init__(self, index: Index, **kwargs: Any) -> None:
+        super().__init__(index, **kwargs)
+        self._cache: dict[int, np.ndarray] = {}  # augmented vectors of rows already seen
 
     def augment_rows(self, rows: Any) -> np.ndarray:
         """Augmented unit vectors ``(n, D)`` of the database ``rows``."""
@@ -68,7 +46,7 @@ class DatabaseAugmentation(Reranker):
         kk = min(self.k + 1, len(self.index))
         for start in range(0, len(rows), self.batch_size):
             r = rows[start : start + self.batch_size]
-            x = _vectors(self.index, self._db, r)
+            x = self._vectors(r)
             if not np.isfinite(x).all():
                 bad = int(r[np.flatnonzero(~np.isfinite(x).all(axis=1))[0]])
                 raise ValueError(f"database_embeddings row {bad} contains NaN or inf")
@@ -80,7 +58,7 @@ class DatabaseAugmentation(Reranker):
             sel = np.argsort(~keep, axis=1, kind="stable")[:, : self.k]
             nb = np.take_along_axis(nb, sel, axis=1)
             m = np.take_along_axis(keep, sel, axis=1)
-            vecs = _vectors(self.index, self._db, np.where(m, nb, 0).reshape(-1))
+            vecs = self._vectors(np.where(m, nb, 0).reshape(-1))
             out[start : start + len(r)] = expand(ux, vecs.reshape(*m.shape, -1), m, self.alpha)
         return out
 
@@ -97,14 +75,7 @@ class DatabaseAugmentation(Reranker):
 
     def rerank(self, queries: Any, result: SearchResult, *, query_ids: Any = None) -> SearchResult:
         """Re-score the result's neighbours with their augmented vectors and re-sort."""
-        q = as_matrix(queries, "queries")
-        check_result(result, q.shape[0])
-        if q.shape[1] != self.index.dim:
-            raise ValueError(
-                f"queries have dimension {q.shape[1]} but the index holds dimension "
-                f"{self.index.dim} vectors"
-            )
-        q = np.ascontiguousarray(q, dtype=np.float32)
+        q = np.ascontiguousarray(self._checked_queries(queries, result), dtype=np.float32)
         if not np.isfinite(q).all():
             bad = int(np.flatnonzero(~np.isfinite(q).all(axis=1))[0])
             raise ValueError(f"queries row {bad} contains NaN or inf")

@@ -6,15 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kit.index._arrays import as_matrix, float32_chunk, unit_rows
-from retrieval_kit.index.index import Index
+from retrieval_kit.index._arrays import float32_chunk, unit_rows
 from retrieval_kit.index.search_result import SearchResult
-from retrieval_kit.rerank.reranker import Reranker, check_result, expand, valid_mask
+from retrieval_kit.rerank.neighbour_averaging import NeighbourAveraging
+from retrieval_kit.rerank.reranker import expand, valid_mask
 
 __all__ = ["QueryExpansion"]
 
 
-class QueryExpansion(Reranker):
+class QueryExpansion(NeighbourAveraging):
     """Search again with each query averaged with its top-k neighbours.
 
     The new query is ``unit(q + sum_i max(cos(q, x_i), 0)^alpha * x_i)`` over the first ``k``
@@ -34,39 +34,9 @@ class QueryExpansion(Reranker):
         >>> result = qe.rerank(queries, index.search(queries, k=100))  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        index: Index,
-        *,
-        k: int = 2,
-        alpha: float = 3.0,
-        database_embeddings: Any = None,
-        batch_size: int = 4096,
-    ) -> None:
-        if k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        self.index = index
-        self.k = int(k)
-        self.alpha = float(alpha)
-        self.batch_size = int(batch_size)
-        self._db = None
-        if database_embeddings is not None:
-            self._db = as_matrix(database_embeddings, "database_embeddings")
-            if self._db.shape != (len(index), index.dim):
-                raise ValueError(
-                    f"database_embeddings has shape {self._db.shape} but the index holds "
-                    f"{len(index)} x {index.dim}"
-                )
-
     def expanded_queries(self, queries: Any, result: SearchResult) -> np.ndarray:
         """The expanded, unit-length ``(Q, D)`` queries."""
-        q = as_matrix(queries, "queries")
-        check_result(result, q.shape[0])
-        if q.shape[1] != self.index.dim:
-            raise ValueError(
-                f"queries have dimension {q.shape[1]} but the index holds dimension "
-                f"{self.index.dim} vectors"
-            )
+        q = self._checked_queries(queries, result)
         ids = np.asarray(result.ids)[:, : self.k]
         mask = valid_mask(ids)
         out = np.empty(q.shape, np.float32)
@@ -76,20 +46,10 @@ class QueryExpansion(Reranker):
             m = mask[start:stop]
             rows = np.zeros(m.shape, np.int64)
             rows[m] = self.index.rows_of(ids[start:stop][m])
-            nb = _vectors(self.index, self._db, rows.reshape(-1)).reshape(*m.shape, -1)
+            nb = self._vectors(rows.reshape(-1)).reshape(*m.shape, -1)
             out[start:stop] = expand(uq, nb, m, self.alpha)
         return out
 
     def rerank(self, queries: Any, result: SearchResult, *, query_ids: Any = None) -> SearchResult:
         """Search ``index`` again with the expanded queries; same width as ``result``."""
         return self.index.search(self.expanded_queries(queries, result), result.scores.shape[1])
-
-
-def _vectors(index: Index, db: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-    """Database vectors of ``rows`` (float32), from ``db`` when given, else from the index."""
-    if db is None:
-        return index.reconstruct_rows(rows)
-    order = np.argsort(rows, kind="stable")  # sorted reads from a memmap
-    out = np.empty((len(rows), db.shape[1]), np.float32)
-    out[order] = db[rows[order]]
-    return out
