@@ -132,8 +132,13 @@ def init_distributed(
 
 
 def destroy_distributed() -> None:
-    """Leave the process group (no-op when not distributed)."""
+    """Leave the process group (no-op when not distributed).
+
+    Every rank waits for the others first: a rank that tears gloo down while a peer is still
+    working (rank 0 writing its last checkpoint, say) can abort the peer.
+    """
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
