@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retrieval_kit.data import ImageLoadError
 from retrieval_kit.viz import (
     CORRECT_COLOR,
     INCORRECT_COLOR,
@@ -104,7 +105,7 @@ def test_bad_input_errors(tmp_path, images):
         render_prediction_grid([tmp_path / "nope.jpg"], [[]], thumb_size=32)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="bad.jpg"):
+    with pytest.raises(ImageLoadError, match="bad.jpg"):
         render_prediction_grid([bad], [[]], thumb_size=32)
     with pytest.raises(ValueError, match="triple"):
         render_prediction_grid(images[:1], [[(images[0], 1)]], thumb_size=32)
