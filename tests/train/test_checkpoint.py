@@ -34,6 +34,10 @@ class CountingSampler:
         self.epoch, self.yielded = d["epoch"], d["yielded"]
 
 
+def fresh_scaler():
+    return torch.amp.GradScaler("cpu", init_scale=128.0, growth_interval=3)
+
+
 def trained_objects(seed=0):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(
@@ -41,10 +45,14 @@ def trained_objects(seed=0):
     )
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    scaler = torch.amp.GradScaler("cpu", init_scale=128.0)
-    for _ in range(3):
-        model(torch.randn(5, 4)).square().mean().backward()
-        opt.step()
+    scaler = fresh_scaler()
+    for step in range(3):
+        loss = model(torch.randn(5, 4)).square().mean()
+        if step == 1:
+            loss = loss * float("inf")  # non-finite gradients: the scaler skips and backs off
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad()
         sched.step()
     sampler = CountingSampler()
@@ -66,8 +74,11 @@ def test_round_trip_restores_every_state(tmp_path):
         config={"lr": 0.01, "layers": [4, 8, 3], "name": "demo"},
         extra={"best": 0.5},
     )
-    model2, opt2, sched2, scaler2, sampler2 = trained_objects(1)
+    model2, opt2, sched2, _, sampler2 = trained_objects(1)
     sampler2.epoch = sampler2.yielded = 0
+    scaler2 = fresh_scaler()
+    # finite step, back-off (128 -> 64), finite step: one step towards the next growth
+    assert scaler.state_dict()["scale"] == 64.0 and scaler.state_dict()["_growth_tracker"] == 1
     state = rk.train.load_checkpoint(
         path, model=model2, optimizer=opt2, scheduler=sched2, sampler=sampler2, scaler=scaler2
     )
@@ -76,7 +87,7 @@ def test_round_trip_restores_every_state(tmp_path):
     for pid, s in opt.state_dict()["state"].items():
         assert torch.equal(s["exp_avg"], opt2.state_dict()["state"][pid]["exp_avg"])
     assert sched2.state_dict() == sched.state_dict()
-    assert scaler2.get_scale() == 128.0
+    assert scaler2.state_dict() == scaler.state_dict()
     assert sampler2.state_dict() == {"epoch": 2, "yielded": 7}
     assert (state["epoch"], state["step"]) == (2, 7)
     assert state["config"] == {"lr": 0.01, "layers": [4, 8, 3], "name": "demo"}
