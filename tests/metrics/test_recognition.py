@@ -11,7 +11,11 @@ from retrieval_kit.metrics import global_average_precision, top1_accuracy
 
 
 def loop_gap(predictions, solution, ignore_non_gt=False):
-    """REFERENCE.md written as directly as possible: sort by (-score, id, label), then walk."""
+    """GAP as defined on the Kaggle Google Landmark Recognition evaluation pages
+    (https://www.kaggle.com/competitions/landmark-recognition-2020/overview/evaluation) and in
+    DELF's ``GlobalAveragePrecision`` (tensorflow/models, research/delf/delf/python/datasets/
+    google_landmarks_dataset/metrics.py), written as directly as possible: sort by
+    (-score, id, label), then walk."""
     num_with_gt = sum(1 for labels in solution.values() if len(labels) > 0)
     ordered = sorted(predictions.items(), key=lambda kv: (-kv[1][1], kv[0], kv[1][0]))
     total = correct = 0
