@@ -160,8 +160,13 @@ def test_mapped_index_is_read_only_and_unmappable_types_warn(tmp_path, caplog):
     fast = tmp_path / "fastscan.faiss"
     build_index(DB, factory="IVF16,PQ4x4fs", gpu=False, target_recall=None).to_faiss(fast)
     with caplog.at_level(logging.WARNING, logger="retrieval_kit.index.faiss_file"):
-        from_faiss(fast, None, mmap=True)
-    assert "cannot memory-map a IndexIVFPQFastScan" in caplog.text
+        fallback = from_faiss(fast, None, mmap=True)
+    assert "cannot memory-map a IndexIVFPQFastScan; reading" in caplog.text
+    assert not fallback.mmapped and fallback.info["mmap"] is False
+    if Path("/proc/self/maps").exists():
+        assert str(fast) not in Path("/proc/self/maps").read_text()  # read, not mapped
+    fallback.add(unit(3, seed=9))  # an ordinary in-memory index
+    assert len(fallback) == 3003
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="retrieval_kit.index.faiss_file"):
         from_faiss(path, None, mmap=True)

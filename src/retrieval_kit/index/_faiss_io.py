@@ -83,7 +83,7 @@ def mmapped_part(index: faiss.Index) -> str | None:
 
     From measurements with faiss-cpu 1.15 (``benchmarks/bench_index_mmap.py``): IVF inverted lists
     (flat, PQ and SQ codes, also behind a PCA/OPQ transform), the codes of Flat/PQ/SQ indexes and
-    HNSW's vector storage (its graph is still read). Fast-scan IVF lists are read into memory.
+    HNSW's vectors and neighbour lists. Fast-scan IVF lists are read into memory.
     """
     ivf = _ivf_of(index)
     if ivf is not None:

@@ -43,7 +43,8 @@ def from_faiss(
         mmap: map the file instead of reading it, so a multi-GB index opens without taking its
             size in memory (pages are read on demand and can be dropped by the OS). faiss maps
             IVF lists, Flat/PQ/SQ codes and HNSW's vectors; other types (fast-scan IVF ...) are
-            read as usual, with a warning. A mapped index is read-only (``add`` refuses).
+            read as usual (``mmapped`` is then False), with a warning. A mapped index is
+            read-only (``add`` refuses).
         gpu: ``False`` (default), ``True`` or ``"auto"``: move the index to a GPU.
 
     Returns:
@@ -76,16 +77,20 @@ def from_faiss(
             f"source must be a path or a faiss.Index, got {type(source).__name__}"
             + ("; binary indexes are not supported" if binary else "")
         )
+    if mmap and mmapped_part(index) is None:
+        logger.warning(
+            "faiss cannot memory-map a %s; reading %s into memory instead",
+            type(index).__name__,
+            where,
+        )
+        del index  # drop the mapping before reading the file again
+        index, mmap = _read(Path(source), False), False
     _check(index, where, metric)
     ntotal = int(index.ntotal)
     if ids is not None and len(ids) != ntotal:
         raise ValueError(f"{len(ids)} ids given but {where} holds {ntotal} vectors")
     id_arr = normalize_ids(ids, ntotal)
     _make_direct_map(index, where)
-    if mmap and mmapped_part(index) is None:
-        logger.warning(
-            "faiss cannot memory-map a %s; %s was read into memory", type(index).__name__, where
-        )
     params = _stored_search_params(index)
     factory = _describe(index)
     index, res = _maybe_to_gpu(index, gpu)
