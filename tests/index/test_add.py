@@ -160,3 +160,10 @@ def test_faiss_failure_mid_add_keeps_ids_and_vectors_in_step():
     index._index = real
     assert len(index) == len(index.ids) == 2300  # the first chunk went in, with its ids
     assert (index.search(X2[:5], 1).ids[:, 0] == np.arange(2000, 2005)).all()
+
+
+def test_default_ids_must_not_collide_with_given_ones():
+    index = build_index(X1[:10], ids=list(range(10, 20)), factory="Flat", gpu=False)
+    with pytest.raises(ValueError, match=r"id 10 \(row 0 of the new vectors\) is already"):
+        index.add(X2[:3])  # the next row numbers would be 10, 11, 12
+    assert len(index) == 10

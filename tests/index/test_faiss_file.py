@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -211,3 +213,66 @@ def test_mmap_maps_the_file_instead_of_reading_it(tmp_path, factory):
     del index
     gc.collect()
     assert not mapped()  # the mapping goes with the index
+
+
+def test_lists_stored_in_another_file_are_never_saved_nor_loaded(tmp_path):
+    """faiss' IO_FLAG_MMAP makes IVF lists references to a file; saving would drop the vectors."""
+    path = tmp_path / "db.faiss"
+    build_index(DB, factory="IVF16,Flat", gpu=False).to_faiss(path)
+    on_disk = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+    wrapped = from_faiss(on_disk, None)
+    assert (wrapped.search(QUERIES, 3).ids == from_faiss(path, None).search(QUERIES, 3).ids).all()
+    assert wrapped.mmapped  # read-only: faiss would refuse to add, so Index.add does first
+    with pytest.raises(RuntimeError, match="memory-mapped from"):
+        wrapped.add(DB[:2])
+    for write in (wrapped.save, wrapped.to_faiss):
+        with pytest.raises(RuntimeError, match="lists live in .*mmap=False"):
+            write(tmp_path / "copy")
+
+    # a crafted .npz whose index part refers to some other file, checksums and all
+    good = tmp_path / "good.npz"
+    build_index(DB, factory="IVF16,Flat", gpu=False).save(good)
+    blob = faiss.serialize_index(on_disk)
+    with np.load(good, allow_pickle=False) as z:
+        parts = {k: z[k] for k in z.files}
+    meta = json.loads(str(parts["meta"]))
+    meta["index_sha256"] = hashlib.sha256(blob.data).hexdigest()
+    parts["index"], parts["meta"] = blob, np.array(json.dumps(meta))
+    np.savez(tmp_path / "crafted.npz", **parts)
+    with pytest.raises(ValueError, match=r"crafted\.npz: "):
+        load_index(tmp_path / "crafted.npz")  # faiss cannot open '' (no file named)
+    # now pointing at a real file: opened read-only by faiss, then refused
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"\0" * 1_000_000)
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(on_disk).invlists)
+    lists.filename = str(victim)
+    blob = faiss.serialize_index(on_disk)
+    meta["index_sha256"] = hashlib.sha256(blob.data).hexdigest()
+    parts["index"], parts["meta"] = blob, np.array(json.dumps(meta))
+    np.savez(tmp_path / "crafted2.npz", **parts)
+    with pytest.raises(ValueError, match=r"crafted2\.npz: the index refers to inverted lists"):
+        load_index(tmp_path / "crafted2.npz")
+    assert victim.read_bytes() == b"\0" * 1_000_000
+
+
+def test_faiss_on_disk_ivf_opens_mapped_and_read_only(tmp_path):
+    """An IVF index whose lists faiss keeps in a separate file (OnDiskInvertedLists)."""
+    reference = build_index(DB, factory="IVF16,Flat", gpu=False)
+    ivf = faiss.index_factory(16, "IVF16,Flat", faiss.METRIC_INNER_PRODUCT)
+    ivf.quantizer.add(faiss.extract_index_ivf(reference.faiss_index).quantizer.reconstruct_n())
+    ivf.is_trained = True
+    lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(tmp_path / "lists.ivfdata"))
+    ivf.replace_invlists(lists, True)
+    lists.this.disown()  # the index owns the lists now
+    ivf.add(DB)
+    ivf.nprobe = reference.search_params["nprobe"]
+    faiss.write_index(ivf, str(tmp_path / "db.faiss"))
+    del ivf
+
+    index = from_faiss(tmp_path / "db.faiss", reference.ids)
+    assert index.mmapped and index.info["lists_file"] == str(tmp_path / "lists.ivfdata")
+    a, b = index.search(QUERIES, 10), reference.search(QUERIES, 10)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert (a.ids == b.ids).all()
+    with pytest.raises(RuntimeError, match=r"memory-mapped from .*lists\.ivfdata"):
+        index.add(DB[:2])

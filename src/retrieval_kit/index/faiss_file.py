@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 
 from retrieval_kit.index._arrays import normalize_ids
-from retrieval_kit.index._faiss_io import file_kind, mmap_flags, mmapped_part
+from retrieval_kit.index._faiss_io import external_lists, file_kind, mmap_flags, mmapped_part
 from retrieval_kit.index.build import _ivf_of, _maybe_to_gpu
 from retrieval_kit.index.index import _METRICS, Index
 
@@ -86,24 +86,30 @@ def from_faiss(
         del index  # drop the mapping before reading the file again
         index, mmap = _read(Path(source), False), False
     _check(index, where, metric)
+    info: dict[str, Any] = {"source": where}
     ntotal = int(index.ntotal)
     if ids is not None and len(ids) != ntotal:
         raise ValueError(f"{len(ids)} ids given but {where} holds {ntotal} vectors")
     id_arr = normalize_ids(ids, ntotal)
     _make_direct_map(index, where)
+    mapped_from = source if mmap else None
+    if external_lists(index):  # faiss' on-disk IVF lists: mapped (read-only) from their own file
+        lists = faiss.downcast_InvertedLists(_ivf_of(index).invlists)
+        mapped_from = info["lists_file"] = lists.filename or where
     params = _stored_search_params(index)
     factory = _describe(index)
     index, res = _maybe_to_gpu(index, gpu)
-    info: dict[str, Any] = {"source": where, "mmap": bool(mmap)}
+    if res is not None:  # copied to the GPU: nothing stays mapped
+        mapped_from = None
     return Index(
         index,
         id_arr,
         metric=metric,
         factory=factory,
         search_params=params or None,
-        info=info,
+        info=info | {"mmap": mapped_from is not None},
         gpu_resources=res,
-        mmap_path=source if mmap else None,
+        mmap_path=mapped_from,
     )
 
 
@@ -119,7 +125,8 @@ def _read(path: Path, mmap: bool) -> faiss.Index:
     if kind != "faiss":
         raise ValueError(f"{path} is not a faiss index file (no faiss header)")
     try:
-        index = faiss.read_index(str(path), mmap_flags() if mmap else 0)
+        # READ_ONLY: lists kept in a separate file (faiss' OnDiskInvertedLists) are opened "r"
+        index = faiss.read_index(str(path), mmap_flags() if mmap else faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as e:  # truncated, corrupted or an unknown index type
         first = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
         raise ValueError(

@@ -266,28 +266,9 @@ class Index:
             )
         if not self._index.is_trained:
             raise RuntimeError(f"the faiss index {self.factory!r} is not trained; train it first")
-        str_ids = self._ids.dtype.kind == "U"
-        if ids is None:
-            if str_ids:
-                raise ValueError("the index holds string ids: pass one new id per vector")
-            new_ids = np.arange(len(self), len(self) + n, dtype=np.int64)
-        else:
-            new_ids = normalize_ids(ids, n, "ids")
+        new_ids = self._new_ids(ids, n)
         if n == 0:
             return
-        if (new_ids.dtype.kind == "U") != str_ids:
-            held, got = ("string", "integer") if str_ids else ("integer", "string")
-            raise ValueError(
-                f"the index holds {held} ids but {got} ids were given (first: {new_ids[0]!r})"
-            )
-        if self._lookup is None:
-            self._lookup = IdLookup(self._ids)
-        known = self._lookup.first_known(new_ids)
-        if known is not None:
-            raise ValueError(
-                f"id {new_ids[known[0]].item()!r} (row {known[0]} of the new vectors) is already "
-                f"in the index (row {known[1]})"
-            )
         if n > chunk_size:  # refuse bad rows before the first chunk goes in
             for start in range(0, n, chunk_size):
                 float32_chunk(x, start, start + chunk_size, "vectors")
@@ -307,6 +288,30 @@ class Index:
             self._lookup = None
             self.info["added"] = int(self.info.get("added", 0)) + added
         logger.info("added %d vectors to %r", added, self)
+
+    def _new_ids(self, ids: Sequence[Any] | np.ndarray | None, n: int) -> np.ndarray:
+        """``n`` new ids as an array of the index's kind, none repeated nor already held."""
+        str_ids = self._ids.dtype.kind == "U"
+        if ids is None:
+            if str_ids:
+                raise ValueError("the index holds string ids: pass one new id per vector")
+            new_ids = np.arange(len(self), len(self) + n, dtype=np.int64)
+        else:
+            new_ids = normalize_ids(ids, n, "ids")
+        if n and (new_ids.dtype.kind == "U") != str_ids:
+            held, got = ("string", "integer") if str_ids else ("integer", "string")
+            raise ValueError(
+                f"the index holds {held} ids but {got} ids were given (first: {new_ids[0]!r})"
+            )
+        if self._lookup is None:
+            self._lookup = IdLookup(self._ids)
+        known = self._lookup.first_known(new_ids)
+        if known is not None:
+            raise ValueError(
+                f"id {new_ids[known[0]].item()!r} (row {known[0]} of the new vectors) is already "
+                f"in the index (row {known[1]})"
+            )
+        return new_ids
 
     # -- persistence ------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -412,7 +417,8 @@ def load_index(path: str | os.PathLike, *, gpu: bool | str = False) -> Index:
     if hashlib.sha256(np.ascontiguousarray(ids).data).hexdigest() != meta.get("ids_sha256"):
         raise ValueError(f"{path}: ids do not match their checksum (corrupt file)")
     try:
-        index = faiss.deserialize_index(blob)
+        # READ_ONLY: lists that refer to another file (refused below) are never opened writable
+        index = faiss.deserialize_index(blob, faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as e:
         raise ValueError(f"{path}: faiss cannot read the index: {e}") from e
     if external_lists(index):  # a reference to some other file instead of the vectors
