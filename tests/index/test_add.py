@@ -103,7 +103,7 @@ def test_bad_additions_are_refused_and_change_nothing():
             r"id 'id00017' \(row 1 of the new vectors\) is "
             r"already in the index \(row 17\)",
         ),
-        ([1, 2, 3], ValueError, "holds string ids but integer ids were given"),
+        ([1, 2, 3], ValueError, r"holds string ids but integer ids were given \(first: 1\)"),
         (["a", 2, "c"], TypeError, "all integers or all strings"),
         (["a", "b"], ValueError, "has 2 entries but there are 3 vectors"),
         (None, ValueError, "string ids: pass one new id"),
@@ -121,7 +121,7 @@ def test_bad_additions_are_refused_and_change_nothing():
     assert_same(before, index.search(QUERIES, 5))
 
     ints = build_index(X1, factory="Flat", gpu=False)
-    with pytest.raises(ValueError, match="holds integer ids but string ids"):
+    with pytest.raises(ValueError, match=r"integer ids but string ids were given \(first: 'a'\)"):
         ints.add(new, ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"id 1999 \(row 2 of the new vectors\)"):
         ints.add(new, [5000, 5001, 1999])

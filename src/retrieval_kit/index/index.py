@@ -262,7 +262,7 @@ class Index:
         if self.mmapped:
             raise RuntimeError(
                 f"the index was opened memory-mapped from {self._mmap_path}, which is read-only; "
-                "open it with mmap=False to add vectors"
+                "open the file with mmap=False to add vectors"
             )
         if not self._index.is_trained:
             raise RuntimeError(f"the faiss index {self.factory!r} is not trained; train it first")
@@ -301,7 +301,8 @@ class Index:
         if n and (new_ids.dtype.kind == "U") != str_ids:
             held, got = ("string", "integer") if str_ids else ("integer", "string")
             raise ValueError(
-                f"the index holds {held} ids but {got} ids were given (first: {new_ids[0]!r})"
+                f"the index holds {held} ids but {got} ids were given "
+                f"(first: {new_ids[0].item()!r})"
             )
         if self._lookup is None:
             self._lookup = IdLookup(self._ids)
