@@ -24,7 +24,7 @@ _METRIC_NAMES = {v: k for k, v in _METRICS.items()}
 
 
 def from_faiss(
-    source: str | os.PathLike | faiss.Index,
+    path: str | os.PathLike | faiss.Index,
     ids: Sequence[Any] | np.ndarray | None,
     *,
     metric: str = "ip",
@@ -37,7 +37,7 @@ def from_faiss(
     numbers; ``nprobe`` / ``efSearch`` stored in the index are kept.
 
     Args:
-        source: a faiss index file, or an in-memory CPU ``faiss.Index`` (wrapped, not copied).
+        path: a faiss index file, or an in-memory CPU ``faiss.Index`` (wrapped, not copied).
         ids: one int or str per stored vector, in row order (``None``: the row numbers).
         metric: ``"ip"`` or ``"l2"``; must be the metric the faiss index was built with.
         mmap: map the file instead of reading it, so a multi-GB index opens without taking its
@@ -65,16 +65,16 @@ def from_faiss(
         raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
     if mmap and gpu is not False:
         raise ValueError("mmap=True keeps the index on disk; it cannot move to a GPU (gpu=False)")
-    if isinstance(source, faiss.Index):
+    if isinstance(path, faiss.Index):
         if mmap:
             raise ValueError("mmap=True needs a file path, not an in-memory faiss index")
-        index, where = source, "the faiss index"
-    elif isinstance(source, (str, os.PathLike)):
-        index, where = _read(Path(source), mmap), str(source)
+        index, where = path, "the faiss index"
+    elif isinstance(path, (str, os.PathLike)):
+        index, where = _read(Path(path), mmap), str(path)
     else:
-        binary = isinstance(source, faiss.IndexBinary)
+        binary = isinstance(path, faiss.IndexBinary)
         raise TypeError(
-            f"source must be a path or a faiss.Index, got {type(source).__name__}"
+            f"path must be a file path or a faiss.Index, got {type(path).__name__}"
             + ("; binary indexes are not supported" if binary else "")
         )
     if mmap and mmapped_part(index) is None:
@@ -84,7 +84,7 @@ def from_faiss(
             where,
         )
         del index  # drop the mapping before reading the file again
-        index, mmap = _read(Path(source), False), False
+        index, mmap = _read(Path(path), False), False
     _check(index, where, metric)
     info: dict[str, Any] = {"source": where}
     ntotal = int(index.ntotal)
@@ -92,7 +92,7 @@ def from_faiss(
         raise ValueError(f"{len(ids)} ids given but {where} holds {ntotal} vectors")
     id_arr = normalize_ids(ids, ntotal)
     _make_direct_map(index, where)
-    mapped_from = source if mmap else None
+    mapped_from = path if mmap else None
     if external_lists(index):  # faiss' on-disk IVF lists: mapped (read-only) from their own file
         lists = faiss.downcast_InvertedLists(_ivf_of(index).invlists)
         mapped_from = info["lists_file"] = lists.filename or where
