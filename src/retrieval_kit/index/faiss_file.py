@@ -65,26 +65,7 @@ def from_faiss(
         raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
     if mmap and gpu is not False:
         raise ValueError("mmap=True keeps the index on disk; it cannot move to a GPU (gpu=False)")
-    if isinstance(path, faiss.Index):
-        if mmap:
-            raise ValueError("mmap=True needs a file path, not an in-memory faiss index")
-        index, where = path, "the faiss index"
-    elif isinstance(path, (str, os.PathLike)):
-        index, where = _read(Path(path), mmap), str(path)
-    else:
-        binary = isinstance(path, faiss.IndexBinary)
-        raise TypeError(
-            f"path must be a file path or a faiss.Index, got {type(path).__name__}"
-            + ("; binary indexes are not supported" if binary else "")
-        )
-    if mmap and mmapped_part(index) is None:
-        logger.warning(
-            "faiss cannot memory-map a %s; reading %s into memory instead",
-            type(index).__name__,
-            where,
-        )
-        del index  # drop the mapping before reading the file again
-        index, mmap = _read(Path(path), False), False
+    index, where, mmap = _open(path, mmap)
     _check(index, where, metric)
     info: dict[str, Any] = {"source": where}
     ntotal = int(index.ntotal)
@@ -111,6 +92,30 @@ def from_faiss(
         gpu_resources=res,
         mmap_path=mapped_from,
     )
+
+
+def _open(path: str | os.PathLike | faiss.Index, mmap: bool) -> tuple[faiss.Index, str, bool]:
+    """(index, how to name it in messages, whether it is mapped)."""
+    if isinstance(path, faiss.Index):
+        if mmap:
+            raise ValueError("mmap=True needs a file path, not an in-memory faiss index")
+        return path, "the faiss index", False
+    if not isinstance(path, (str, os.PathLike)):
+        binary = isinstance(path, faiss.IndexBinary)
+        raise TypeError(
+            f"path must be a file path or a faiss.Index, got {type(path).__name__}"
+            + ("; binary indexes are not supported" if binary else "")
+        )
+    index = _read(Path(path), mmap)
+    if mmap and mmapped_part(index) is None:
+        logger.warning(
+            "faiss cannot memory-map a %s; reading %s into memory instead",
+            type(index).__name__,
+            path,
+        )
+        del index  # drop the mapping before reading the file again
+        index, mmap = _read(Path(path), False), False
+    return index, str(path), mmap
 
 
 def _read(path: Path, mmap: bool) -> faiss.Index:
