@@ -54,9 +54,10 @@ def write_faiss_atomic(index: faiss.Index, path: str | os.PathLike) -> None:
 def mmap_flags() -> int:
     """Flags for ``faiss.read_index`` that map the bulk of an index instead of reading it.
 
-    faiss >= 1.11 has ``IO_FLAG_MMAP_IFC``: the codes of flat indexes, of HNSW's vector storage and
-    of IVF inverted lists become views of the mapped file (read-only: adding aborts, so
-    ``Index.add`` refuses mapped indexes). Older faiss only maps IVF lists (``IO_FLAG_MMAP``).
+    With ``IO_FLAG_MMAP_IFC`` (recent faiss, e.g. 1.15) the codes of flat indexes, HNSW's vectors
+    and graph and IVF inverted lists become views of the mapped file (read-only: adding aborts,
+    so ``Index.add`` refuses mapped indexes). Without it, faiss maps only IVF lists
+    (``IO_FLAG_MMAP``).
     """
     ifc = getattr(faiss, "IO_FLAG_MMAP_IFC", None)
     if ifc is not None:
