@@ -10,7 +10,8 @@ Example:
 from __future__ import annotations
 
 from retrieval_kit.index.build import auto_factory, build_index
+from retrieval_kit.index.faiss_file import from_faiss
 from retrieval_kit.index.index import Index, load_index
 from retrieval_kit.index.search_result import SearchResult
 
-__all__ = ["Index", "SearchResult", "auto_factory", "build_index", "load_index"]
+__all__ = ["Index", "SearchResult", "auto_factory", "build_index", "from_faiss", "load_index"]

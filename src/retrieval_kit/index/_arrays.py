@@ -137,3 +137,13 @@ class IdLookup:
             bad = want.reshape(-1)[np.flatnonzero(~np.asarray(found).reshape(-1))[0]].item()
             raise KeyError(f"id {bad!r} is not in {what}")
         return self._order[pos]
+
+    def first_known(self, ids: np.ndarray) -> tuple[int, int] | None:
+        """``(position in ids, row)`` of the first of ``ids`` (same kind) already held, or None."""
+        if len(self._sorted) == 0 or len(ids) == 0:
+            return None
+        pos = np.minimum(np.searchsorted(self._sorted, ids), len(self._sorted) - 1)
+        hit = np.flatnonzero(self._sorted[pos] == ids)
+        if len(hit) == 0:
+            return None
+        return int(hit[0]), int(self._order[pos[hit[0]]])

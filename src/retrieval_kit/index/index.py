@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ import numpy as np
 
 from retrieval_kit._io import atomic_write
 from retrieval_kit._version import __version__
-from retrieval_kit.index._arrays import IdLookup, as_matrix, check_finite
+from retrieval_kit.index._arrays import (
+    IdLookup,
+    as_matrix,
+    check_finite,
+    float32_chunk,
+    normalize_ids,
+)
+from retrieval_kit.index._faiss_io import external_lists, file_kind, write_faiss_atomic
 from retrieval_kit.index.search_result import SearchResult
 
 __all__ = ["Index", "load_index"]
@@ -55,6 +63,7 @@ class Index:
         search_params: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None,
         gpu_resources: Any = None,
+        mmap_path: str | os.PathLike | None = None,
     ) -> None:
         if metric not in _METRICS:
             raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
@@ -68,6 +77,7 @@ class Index:
         self.info: dict[str, Any] = dict(info or {})
         self._gpu_resources = gpu_resources  # keeps GPU memory alive as long as the index
         self._lookup: IdLookup | None = None
+        self._mmap_path = None if mmap_path is None else Path(mmap_path)
         if search_params:
             self.set_search_params(**search_params)
 
@@ -93,6 +103,11 @@ class Index:
     def on_gpu(self) -> bool:
         """Whether the index lives on a GPU."""
         return self._gpu_resources is not None
+
+    @property
+    def mmapped(self) -> bool:
+        """Whether the index was opened memory-mapped (``from_faiss(..., mmap=True)``)."""
+        return self._mmap_path is not None
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -202,6 +217,103 @@ class Index:
         except RuntimeError as e:
             raise RuntimeError(f"index {self.factory!r} cannot give back its vectors: {e}") from e
 
+    # -- adding -----------------------------------------------------------------------------------
+    def add(
+        self,
+        vectors: Any,
+        ids: Sequence[Any] | np.ndarray | None = None,
+        *,
+        chunk_size: int = 65536,
+        progress: bool = False,
+    ) -> None:
+        """Add vectors to the built index (Flat, IVF, IVF-PQ, HNSW ...), with their ids.
+
+        Vectors are stored as given, as ``build_index`` stores them: nothing is normalised, so for
+        ``metric="ip"`` pass unit vectors if you want cosine similarity. An IVF index keeps its
+        trained centroids (and tuned ``nprobe``): new vectors go to the nearest existing lists.
+
+        Args:
+            vectors: ``(n, dim)`` array of any real dtype (a memmap is read chunk by chunk).
+            ids: one new id per row, of the kind the index holds (ints or strings), none of them
+                already in the index. ``None``: the next row numbers (int-id indexes only).
+            chunk_size: rows converted, checked and added per step.
+            progress: show a tqdm bar.
+
+        Raises:
+            ValueError: wrong dimension, NaN/inf (row named), ids of the other kind, repeated or
+                already present (id and rows named). Nothing is added then.
+            RuntimeError: the index was opened memory-mapped (read-only) or is not trained.
+
+        Example:
+            >>> import numpy as np, retrieval_kit as rk
+            >>> index = rk.index.build_index(np.eye(3, dtype="float32")[:2], ids=["a", "b"])
+            >>> index.add(np.eye(3, dtype="float32")[2:], ids=["c"])
+            >>> index.search(np.eye(3, dtype="float32")[2:], k=1).ids.tolist()
+            [['c']]
+        """
+        x = as_matrix(vectors, "vectors")
+        n, d = x.shape
+        if d != self.dim:
+            raise ValueError(
+                f"vectors have dimension {d} but the index holds dimension {self.dim} vectors"
+            )
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if self.mmapped:
+            raise RuntimeError(
+                f"the index was opened memory-mapped from {self._mmap_path}, which is read-only; "
+                "open the file with mmap=False to add vectors"
+            )
+        if not self._index.is_trained:
+            raise RuntimeError(f"the faiss index {self.factory!r} is not trained; train it first")
+        new_ids = self._new_ids(ids, n)
+        if n == 0:
+            return
+        if n > chunk_size:  # refuse bad rows before the first chunk goes in
+            for start in range(0, n, chunk_size):
+                float32_chunk(x, start, start + chunk_size, "vectors")
+        chunks: Any = range(0, n, chunk_size)
+        if progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="adding", unit="chunk")
+        before = len(self)
+        try:
+            for start in chunks:
+                self._index.add(float32_chunk(x, start, start + chunk_size, "vectors"))
+        finally:
+            # Whatever faiss took (all of it, or the chunks before a failure) gets its ids.
+            added = len(self) - before
+            self._ids = np.concatenate([self._ids, new_ids[:added]])
+            self._lookup = None
+            self.info["added"] = int(self.info.get("added", 0)) + added
+        logger.info("added %d vectors to %r", added, self)
+
+    def _new_ids(self, ids: Sequence[Any] | np.ndarray | None, n: int) -> np.ndarray:
+        """``n`` new ids as an array of the index's kind, none repeated nor already held."""
+        str_ids = self._ids.dtype.kind == "U"
+        if ids is None:
+            if str_ids:
+                raise ValueError("the index holds string ids: pass one new id per vector")
+            new_ids = np.arange(len(self), len(self) + n, dtype=np.int64)
+        else:
+            new_ids = normalize_ids(ids, n, "ids")
+        if n and (new_ids.dtype.kind == "U") != str_ids:
+            held, got = ("string", "integer") if str_ids else ("integer", "string")
+            raise ValueError(
+                f"the index holds {held} ids but {got} ids were given "
+                f"(first: {new_ids[0].item()!r})"
+            )
+        if self._lookup is None:
+            self._lookup = IdLookup(self._ids)
+        known = self._lookup.first_known(new_ids)
+        if known is not None:
+            raise ValueError(
+                f"id {new_ids[known[0]].item()!r} (row {known[0]} of the new vectors) is already "
+                f"in the index (row {known[1]})"
+            )
+        return new_ids
+
     # -- persistence ------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         """What ``save`` writes beside the index bytes (without the checksum)."""
@@ -225,14 +337,39 @@ class Index:
         Example:
             >>> index.save("db.rkindex.npz")  # doctest: +SKIP
         """
-        cpu = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
-        blob = faiss.serialize_index(cpu)
+        blob = faiss.serialize_index(self._cpu_index())
         meta = self.metadata()
         meta["index_sha256"] = hashlib.sha256(blob.data).hexdigest()
         meta["ids_sha256"] = hashlib.sha256(np.ascontiguousarray(self._ids).data).hexdigest()
         with atomic_write(path, "wb") as f:
             np.savez(f, index=blob, ids=self._ids, meta=np.array(json.dumps(meta)))
         logger.info("saved %r to %s", self, path)
+
+    def to_faiss(self, path: str | os.PathLike) -> None:
+        """Write a plain faiss index file that ``faiss.read_index`` opens, atomically.
+
+        The file holds what faiss stores: the vectors or codes, the metric and search parameters
+        such as ``nprobe`` / ``efSearch``. It holds **no ids** (faiss has no string ids; its result
+        rows are the row numbers): keep ``index.ids`` yourself and pass them to
+        ``rk.index.from_faiss(path, ids)``. Nor does it hold ``factory`` or ``info``, nor a
+        checksum; ``save`` keeps all of these in one file.
+
+        Example:
+            >>> index.to_faiss("db.faiss")  # doctest: +SKIP
+            >>> np.save("db_ids.npy", index.ids)  # doctest: +SKIP
+            >>> same = rk.index.from_faiss("db.faiss", np.load("db_ids.npy"))  # doctest: +SKIP
+        """
+        write_faiss_atomic(self._cpu_index(), path)
+        logger.info("wrote %r as a plain faiss file to %s", self, path)
+
+    def _cpu_index(self) -> faiss.Index:
+        index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
+        if external_lists(index):  # serialising would write a file reference, not the vectors
+            raise RuntimeError(
+                f"the index lists live in {self._mmap_path or 'another file'} (memory-mapped); "
+                "open it with mmap=False to write it out"
+            )
+        return index
 
 
 def load_index(path: str | os.PathLike, *, gpu: bool | str = False) -> Index:
@@ -252,6 +389,11 @@ def load_index(path: str | os.PathLike, *, gpu: bool | str = False) -> Index:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no index file at {path}")
+    if file_kind(path) == "faiss":
+        raise ValueError(
+            f"{path} is a plain faiss index file, not one written by Index.save; use "
+            "rk.index.from_faiss(path, ids) with the ids of its rows"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = {"index", "ids", "meta"} - set(z.files)
@@ -276,9 +418,12 @@ def load_index(path: str | os.PathLike, *, gpu: bool | str = False) -> Index:
     if hashlib.sha256(np.ascontiguousarray(ids).data).hexdigest() != meta.get("ids_sha256"):
         raise ValueError(f"{path}: ids do not match their checksum (corrupt file)")
     try:
-        index = faiss.deserialize_index(blob)
+        # READ_ONLY: lists that refer to another file (refused below) are never opened writable
+        index = faiss.deserialize_index(blob, faiss.IO_FLAG_READ_ONLY)
     except RuntimeError as e:
         raise ValueError(f"{path}: faiss cannot read the index: {e}") from e
+    if external_lists(index):  # a reference to some other file instead of the vectors
+        raise ValueError(f"{path}: the index refers to inverted lists stored in another file")
     checks = {
         "dim": (index.d, meta.get("dim")),
         "ntotal": (index.ntotal, meta.get("ntotal")),
