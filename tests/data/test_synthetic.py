@@ -119,6 +119,21 @@ def test_csv_columns_counts_and_layout(small):
     assert n_jpg == len(every)  # and no stray images
 
 
+def test_csv_files_are_plain_gldv2_csv(small):
+    # "\n" line ends, no quoting, the header's number of columns on every line.
+    for path in sorted(small.root.glob("*.csv")):
+        data = path.read_bytes()
+        assert data.endswith(b"\n") and b"\r" not in data and b'"' not in data, path.name
+        lines = data.decode().splitlines()
+        assert {line.count(",") for line in lines} == {lines[0].count(",")}, path.name
+
+
+def test_image_path_rejects_unsafe_ids(small):
+    for bad in ("../../../etc/passwd", "ab/cd", ""):
+        with pytest.raises(ValueError, match="id"):
+            small.image_path("train", bad)
+
+
 def test_library_readers_parse_it(small):
     from retrieval_kit.data import gldv2
 
@@ -262,6 +277,20 @@ def test_bad_arguments(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         synthetic_landmarks(tmp_path / "x", **{**SMALL, **kwargs})
     assert not (tmp_path / "x").exists()
+
+
+def test_no_progress_bar_unless_asked(tmp_path, capsys):
+    synthetic_landmarks(
+        tmp_path / "quiet",
+        num_landmarks=1,
+        train_images_per_landmark=2,
+        index_images_per_landmark=0,
+        num_index_non_landmark=0,
+        num_test_landmark_queries=0,
+        num_test_non_landmark=1,
+        image_size=32,
+    )
+    assert "synthetic images" not in capsys.readouterr().err
 
 
 def test_progress_bar_and_speed(tmp_path, capsys):
