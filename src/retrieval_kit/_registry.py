@@ -17,6 +17,15 @@ logger = logging.getLogger(__name__)
 _UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
 
 
+def _same_definition(a: Any, b: Any) -> bool:
+    # The same code run again (a notebook cell, a re-imported script) defines a new object
+    # with the same name in the same module: re-registering it is not a clash.
+    return a is b or (
+        getattr(a, "__module__", None) == getattr(b, "__module__", object())
+        and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", object())
+    )
+
+
 class UnknownComponentError(KeyError, ValueError):
     """An unknown component name (a ``KeyError`` and a ``ValueError``), with close names."""
 
@@ -55,7 +64,7 @@ class ComponentRegistry:
                 raise ValueError(
                     f"{self.kind} name {key!r} is pytorch-metric-learning's; choose another"
                 )
-            if key in self._own and not replace and self._own[key] is not fn:
+            if key in self._own and not replace and not _same_definition(self._own[key], fn):
                 raise ValueError(
                     f"{self.kind} {key!r} is already registered (by {self._own[key]!r}); "
                     f"pass replace=True to override it"

@@ -63,8 +63,8 @@ def create_loss(name: str, **kwargs: Any) -> torch.nn.Module:
         TypeError: a keyword the loss does not take (named with the loss).
 
     Example:
-        >>> create_loss("triplet", margin=0.2)
-        TripletLoss(margin=0.2)
+        >>> create_loss("triplet", margin=0.2).margin
+        0.2
         >>> type(create_loss("MultiSimilarityLoss", alpha=2.0)).__name__
         'MultiSimilarityLoss'
     """
