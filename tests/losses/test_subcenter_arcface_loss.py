@@ -111,12 +111,13 @@ def test_margins_are_radians_and_validated():
         loss_fn(torch.randn(2, 5), torch.tensor([0, 1]))
 
 
-def test_safe_under_bf16_autocast():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_safe_under_half_precision_autocast(dtype):
     loss_fn = SubCenterArcFaceLoss(50, 32, sub_centers=3, margin=0.5, scale=64)
     emb, labels = batch(n=64, dim=32, classes=50, seed=4)
     reference = loss_fn(emb, labels)
-    low = emb.to(torch.bfloat16).requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    low = emb.to(dtype).requires_grad_(True)
+    with torch.autocast("cpu", dtype=dtype):
         loss = loss_fn(low, labels)
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
