@@ -250,3 +250,19 @@ def test_checkpoint_is_plain_pickle_free_of_custom_classes(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         torch.save({"x": np.zeros(2)}, tmp_path / "np.pt")
         torch.load(tmp_path / "np.pt", weights_only=True)
+
+
+def test_loss_state_round_trip(tmp_path):
+    head = rk.losses.SubCenterArcFaceLoss(6, 4, partial_fc=0.5, seed=3)
+    head.sample_classes(torch.tensor([0]))  # advance the generator
+    rk.train.save_checkpoint(tmp_path / "c.pt", model=torch.nn.Linear(2, 2), loss=head, epoch=1)
+    other = rk.losses.SubCenterArcFaceLoss(6, 4, partial_fc=0.5, seed=4)
+    rk.train.load_checkpoint(tmp_path / "c.pt", loss=other, restore_rng=False)
+    assert torch.equal(other.W, head.W) and torch.equal(other.margins, head.margins)
+    assert torch.equal(
+        other.sample_classes(torch.tensor([1])), head.sample_classes(torch.tensor([1]))
+    )
+    # A checkpoint without a loss state cannot restore one.
+    rk.train.save_checkpoint(tmp_path / "d.pt", model=torch.nn.Linear(2, 2), epoch=1)
+    with pytest.raises(KeyError, match="no loss state"):
+        rk.train.load_checkpoint(tmp_path / "d.pt", loss=other)

@@ -106,13 +106,14 @@ def test_active_fraction_counts_positive_hinges_like_a_loop():
     assert stats["active_fraction"] == pytest.approx(active / total)
 
 
-def test_active_fraction_is_nan_without_a_miner():
+def test_no_triplet_statistics_without_a_miner():
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     stats = rk.train.train_one_epoch(
         model, make_batches(2), rk.losses.TripletLoss(margin=0.1), None, opt
     )
-    assert math.isnan(stats["active_fraction"]) and math.isfinite(stats["loss"])
+    assert "active_fraction" not in stats and "triplets" not in stats
+    assert all(math.isfinite(v) for v in stats.values()), stats
 
 
 def test_subspace_mines_on_the_normalised_chunk():
@@ -274,3 +275,79 @@ def test_freeze_bn_keeps_running_statistics():
     assert not torch.equal(model[1].weight, torch.ones(6))  # the affine part still trains
     rk.train.train_one_epoch(*args)
     assert not torch.equal(model[1].running_mean, before)
+
+
+def test_a_loss_with_parameters_must_be_in_the_optimizer():
+    model, head = make_model(), rk.losses.SubCenterArcFaceLoss(4, 6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="not in the optimizer.*build_optimizer"):
+        rk.train.train_one_epoch(model, make_batches(1), head, None, opt)
+    with pytest.raises(TypeError):
+        rk.train.train_one_epoch(model, make_batches(1), head, None)  # optimizer is required
+
+
+def test_arcface_trains_with_meaningful_statistics_and_matches_a_plain_loop():
+    batches = make_batches(n_batches=4)
+    model_a, model_b = make_model(), make_model()
+    torch.manual_seed(5)
+    head_a = rk.losses.SubCenterArcFaceLoss(4, 6, sub_centers=2, scale=8, margin=0.2)
+    head_b = copy.deepcopy(head_a)
+    opt_a = rk.train.build_optimizer(model_a, head_a, lr=0.1, loss_lr_mult=5, momentum=0.9)
+    opt_b = rk.train.build_optimizer(model_b, head_b, lr=0.1, loss_lr_mult=5, momentum=0.9)
+    stats = rk.train.train_one_epoch(model_a, batches, head_a, None, opt_a)
+    losses, accuracy = [], []
+    for x, y in batches:
+        opt_b.zero_grad()
+        loss = head_b(model_b(x), y)
+        loss.backward()
+        opt_b.step()
+        losses.append(loss.item())
+        accuracy.append(head_b.last_stats["accuracy"])
+    torch.testing.assert_close(head_a.W, head_b.W)
+    torch.testing.assert_close(model_a.weight, model_b.weight)
+    assert stats["loss"] == pytest.approx(sum(losses) / len(losses))
+    assert stats["accuracy"] == pytest.approx(sum(accuracy) / len(accuracy))
+    assert 0 < stats["mean_angle"] < 180
+    assert "active_fraction" not in stats and "triplets" not in stats
+    assert all(math.isfinite(v) for v in stats.values()), stats
+
+
+def test_pair_miner_statistics_count_pairs():
+    from pytorch_metric_learning.losses import ContrastiveLoss
+    from pytorch_metric_learning.miners import MultiSimilarityMiner
+
+    batches = make_batches(n_batches=2)
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    miner = MultiSimilarityMiner(epsilon=0.1)
+    expected = [miner(F.normalize(model(x)).detach(), y) for x, y in batches[:1]]
+    stats = rk.train.train_one_epoch(model, batches[:1], ContrastiveLoss(), miner, opt)
+    assert stats["pos_pairs"] == len(expected[0][0]) and stats["neg_pairs"] == len(expected[0][2])
+    assert "active_fraction" not in stats
+    assert all(math.isfinite(v) for v in stats.values()), stats
+
+
+def test_scheduler_steps_after_every_optimizer_step_and_clipping_covers_the_loss():
+    model, head = make_model(), rk.losses.SubCenterArcFaceLoss(4, 6, scale=30)
+    opt = rk.train.build_optimizer(model, head, lr=1.0)
+    sched = rk.train.warmup_cosine_schedule(opt, 0, 100)
+    before = [p.detach().clone() for p in [*model.parameters(), head.W]]
+    stats = rk.train.train_one_epoch(
+        model,
+        make_batches(5),
+        head,
+        None,
+        opt,
+        scheduler=sched,
+        accumulate=2,
+        max_grad_norm=1e-3,
+        max_steps=1,
+    )
+    assert stats["steps"] == 1 and sched.last_epoch == 1
+    # One SGD step with lr 1 moves every parameter, head included, by at most the clip norm.
+    moved = torch.cat(
+        [(p.detach() - b).flatten() for p, b in zip([*model.parameters(), head.W], before)]
+    )
+    assert 0 < moved.norm() <= 1e-3 * (1 + 1e-5)
+    rk.train.train_one_epoch(model, make_batches(5), head, None, opt, scheduler=sched, accumulate=2)
+    assert sched.last_epoch == 4  # 5 batches in groups of 2: 3 more steps

@@ -7,7 +7,20 @@ Example:
 
 from __future__ import annotations
 
+from retrieval_kit.losses.combined_loss import CombinedLoss
+from retrieval_kit.losses.dynamic_margins import dynamic_margins
+from retrieval_kit.losses.registry import create_loss, list_losses, register_loss
+from retrieval_kit.losses.subcenter_arcface_loss import SubCenterArcFaceLoss
 from retrieval_kit.losses.subspace_triplet_loss import SubspaceTripletLoss
 from retrieval_kit.losses.triplet_loss import TripletLoss
 
-__all__ = ["SubspaceTripletLoss", "TripletLoss"]
+__all__ = [
+    "CombinedLoss",
+    "SubCenterArcFaceLoss",
+    "SubspaceTripletLoss",
+    "TripletLoss",
+    "create_loss",
+    "dynamic_margins",
+    "list_losses",
+    "register_loss",
+]

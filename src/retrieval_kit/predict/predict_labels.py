@@ -31,7 +31,14 @@ def predict_labels(
             with the largest sum wins (ties: the label met first), confidence = that sum (the
             published top-3 variant). Vote is meant for similarity scores (higher = better, mostly
             positive); with negative scores a label with fewer neighbours can win.
-        k: neighbours used: ``"nn"`` only looks at the first; ``"vote"`` defaults to 3.
+            ``"sum"``: for each label, the sum of its own ``k`` best scores among all the
+            neighbours of the row; the largest sum wins (ties: the label met first),
+            confidence = that sum. This is the kNN label aggregation of Henkel & Singer
+            (GLR 2020 1st place, arXiv 2010.01650: summed cosine similarities of the top
+            neighbours per label). It differs from ``"vote"`` only when the row holds more
+            than ``k`` neighbours: there a label's neighbours below rank ``k`` still count.
+        k: neighbours used: ``"nn"`` only looks at the first; ``"vote"`` (the top ``k`` of the
+            row) and ``"sum"`` (the top ``k`` of each label) default to 3.
 
     Returns:
         ``(labels, confidences)``: a list with one label per query (``None`` for a query with no
@@ -45,9 +52,11 @@ def predict_labels(
         >>> r = SearchResult(np.array([[0.9, 0.8, 0.7]], "float32"), np.array([[1, 2, 3]]))
         >>> predict_labels(r, {1: "a", 2: "b", 3: "b"}, method="vote")
         (['b'], array([1.5], dtype=float32))
+        >>> predict_labels(r, {1: "a", 2: "b", 3: "b"}, method="sum", k=1)
+        (['a'], array([0.9], dtype=float32))
     """
-    if method not in ("nn", "vote"):
-        raise ValueError(f"method must be 'nn' or 'vote', got {method!r}")
+    if method not in ("nn", "vote", "sum"):
+        raise ValueError(f"method must be 'nn', 'vote' or 'sum', got {method!r}")
     if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
         raise ValueError(f"k must be a positive integer or None, got {k!r}")
     scores = np.asarray(result[0], dtype=np.float32)
@@ -56,7 +65,13 @@ def predict_labels(
         raise ValueError(
             f"SearchResult scores {scores.shape} and ids {ids.shape} must be equal 2-D shapes"
         )
-    width = 1 if method == "nn" else min(3 if k is None else int(k), scores.shape[1])
+    per_label = 3 if k is None else int(k)
+    if method == "nn":
+        width = 1
+    elif method == "vote":
+        width = min(per_label, scores.shape[1])
+    else:  # "sum": every neighbour may count towards its label's top k
+        width = scores.shape[1]
     valid = np.not_equal(ids, None) if ids.dtype == object else ids != -1
     valid &= ~np.isneginf(scores)
 
@@ -80,8 +95,12 @@ def predict_labels(
             conf[row] = scores[row, cols[0]]
             continue
         sums: dict[Any, float] = {}
-        for col in cols:  # insertion order = rank order, which breaks ties below
+        counts: dict[Any, int] = {}
+        for col in cols:  # rank order: a label's first neighbours are its best; ties below
             lab = label_of(row, col)
+            if method == "sum" and counts.get(lab, 0) >= per_label:
+                continue
+            counts[lab] = counts.get(lab, 0) + 1
             sums[lab] = sums.get(lab, 0.0) + float(scores[row, col])
         best = max(sums, key=sums.__getitem__)  # first maximum wins
         labels.append(best)

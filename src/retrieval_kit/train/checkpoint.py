@@ -116,6 +116,7 @@ def save_checkpoint(
     scheduler: Any | None = None,
     sampler: Any | None = None,
     scaler: Any | None = None,
+    loss: torch.nn.Module | None = None,
     epoch: int,
     step: int = 0,
     config: dict | None = None,
@@ -124,7 +125,8 @@ def save_checkpoint(
     """Write a training checkpoint atomically.
 
     Saves the state dicts of ``model`` (unwrapped from DDP), ``optimizer``, ``scheduler``,
-    ``scaler`` (AMP ``GradScaler``) and the sampler's state, plus ``epoch``, ``step``, the
+    ``scaler`` (AMP ``GradScaler``), ``loss`` (a loss with parameters or state of its own: an
+    ArcFace head, its partial-FC generator) and the sampler's state, plus ``epoch``, ``step``, the
     ``config`` and ``extra`` dicts, this process's RNG states (Python, numpy, torch CPU and CUDA)
     and the library and torch versions. Convention: ``epoch`` is the epoch in progress and
     ``step`` the number of its batches already trained on; at the end of epoch ``e`` save
@@ -133,7 +135,8 @@ def save_checkpoint(
 
     Args:
         path: destination file (its folder is created).
-        model, optimizer, scheduler, sampler, scaler: objects whose state is saved (``None`` skips).
+        model, optimizer, scheduler, sampler, scaler, loss: objects whose state is saved
+            (``None`` skips).
         epoch: epoch in progress (see above).
         step: batches of ``epoch`` already done (a mid-epoch checkpoint), 0 at epoch boundaries.
             When the sampler is in ``epoch`` and its ``state_dict`` takes ``batches_yielded``
@@ -165,6 +168,7 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "sampler": sampler_state,
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "loss": unwrap_model(loss).state_dict() if loss is not None else None,
         "config": config,
         "extra": extra,
         "rng": _rng_state(),
@@ -184,6 +188,7 @@ def load_checkpoint(
     scheduler: Any | None = None,
     sampler: Any | None = None,
     scaler: Any | None = None,
+    loss: torch.nn.Module | None = None,
     map_location: str | torch.device | None = "cpu",
     restore_rng: bool = True,
     strict: bool = True,
@@ -195,13 +200,14 @@ def load_checkpoint(
 
     Args:
         path: the checkpoint file.
-        model, optimizer, scheduler, sampler, scaler: objects to restore in place (``None`` skips;
-            a DDP-wrapped model is unwrapped). A state the file lacks raises ``KeyError``.
+        model, optimizer, scheduler, sampler, scaler, loss: objects to restore in place (``None``
+            skips; a DDP-wrapped model is unwrapped). A state the file lacks raises ``KeyError``
+            (checkpoints written before ``loss`` existed hold none).
         map_location: where tensors are loaded (``"cpu"`` by default; the optimizer moves its state
             to its parameters' device itself).
         restore_rng: also restore the Python, numpy and torch RNG states, so a resumed run draws the
             same random numbers as the uninterrupted one.
-        strict: passed to ``model.load_state_dict``.
+        strict: passed to ``model.load_state_dict`` and ``loss.load_state_dict``.
 
     Returns:
         The checkpoint dict (``epoch``, ``step``, ``config``, ``extra``, ``version``, states).
@@ -235,6 +241,7 @@ def load_checkpoint(
         ("scheduler", scheduler),
         ("sampler", sampler),
         ("scaler", scaler),
+        ("loss", loss),
     ):
         if obj is not None and state.get(name) is None:
             raise KeyError(f"{path} holds no {name} state, but a {name} was given to restore")
@@ -248,6 +255,8 @@ def load_checkpoint(
         sampler.load_state_dict(state["sampler"])
     if scaler is not None:
         scaler.load_state_dict(state["scaler"])
+    if loss is not None:
+        unwrap_model(loss).load_state_dict(state["loss"], strict=strict)
     if restore_rng:
         _restore_rng(state["rng"])
     logger.info("loaded checkpoint %s (epoch %d, step %d)", path, state["epoch"], state["step"])

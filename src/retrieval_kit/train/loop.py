@@ -57,6 +57,29 @@ def _subspace_view(loss_fn: Any, embeddings: torch.Tensor, subspace: int | None)
     return F.normalize(embeddings[:, slicer(embeddings.shape[1], subspace)], dim=1)
 
 
+def _tuple_kind(indices: Any) -> str | None:
+    if isinstance(indices, (tuple, list)) and len(indices) in (3, 4):
+        return "triplets" if len(indices) == 3 else "pairs"
+    return None
+
+
+def _loss_parameters(loss_fn: Any) -> list[torch.nn.Parameter]:
+    if not isinstance(loss_fn, torch.nn.Module):
+        return []
+    return [p for p in loss_fn.parameters() if p.requires_grad]
+
+
+def _sync_loss_grads(params: list[torch.nn.Parameter], gathered_world: int) -> None:
+    # DDP averages the model's gradients but knows nothing of the loss's own parameters (an
+    # ArcFace head): average them across ranks here. With gathered embeddings every rank
+    # computed the same global loss scaled by the world size, so divide that factor out too.
+    world = get_world_size()
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world * gathered_world)
+
+
 @torch.no_grad()
 def _count_active(loss_fn: Any, embeddings: torch.Tensor, indices: Any) -> tuple[int, int]:
     # Active triplet: d(a, p) - d(a, n) + margin > 0 under the loss's own distance (for a
@@ -91,13 +114,30 @@ def _allreduce_grads(model: torch.nn.Module) -> None:
             p.grad.div_(world)
 
 
+def _check_loss_parameters(params: list[torch.nn.Parameter], optimizer: Any) -> None:
+    # A loss's parameters left out of the optimizer never train (a frozen random ArcFace head):
+    # a silent failure, so refuse it.
+    if not params or not hasattr(optimizer, "param_groups"):
+        return
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = sum(1 for p in params if id(p) not in in_optimizer)
+    if missing:
+        raise ValueError(
+            f"{missing} of the loss's {len(params)} trainable parameters are not in the "
+            f"optimizer, so they would never train; build it with "
+            f"rk.train.build_optimizer(model, loss_fn, lr=...) (or freeze them: "
+            f"requires_grad_(False))"
+        )
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     loader: Iterable,
     loss_fn: Callable[..., torch.Tensor],
-    miner: Callable[..., Any] | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    miner: Callable[..., Any] | None,
+    optimizer: torch.optim.Optimizer,
     *,
+    scheduler: Any | None = None,
     scaler: torch.amp.GradScaler | None = None,
     accumulate: int = 1,
     device: str | torch.device | None = None,
@@ -123,10 +163,16 @@ def train_one_epoch(
         loader: yields ``(images, labels, ...)`` tuples/lists or dicts with an ``"image"`` /
             ``"images"`` and a ``"label"`` / ``"labels"`` key; labels are integer class ids.
         loss_fn: PML-style ``loss_fn(embeddings, labels, indices_tuple)``; gets ``subspace=`` too
-            when ``subspace`` is not None (``rk.losses.SubspaceTripletLoss``).
-        miner: PML-style ``miner(embeddings, labels) -> indices_tuple``, or None (the loss mines or
-            uses every triplet). With ``subspace=k`` it mines on the k-th normalised chunk.
-        optimizer: the optimizer (required).
+            when ``subspace`` is not None (``rk.losses.SubspaceTripletLoss``). A loss with
+            parameters (an ArcFace head) must be on ``device`` and its parameters in
+            ``optimizer`` (``rk.train.build_optimizer``); they are clipped with the model's
+            and, under torch.distributed, averaged across ranks.
+        miner: PML-style ``miner(embeddings, labels) -> indices_tuple``, or None (the loss mines,
+            uses every pair/triplet, or needs none: classification losses). With
+            ``subspace=k`` it mines on the k-th normalised chunk.
+        optimizer: the optimizer.
+        scheduler: a learning-rate scheduler stepped after every optimizer step (per-step
+            schedules such as ``rk.train.warmup_cosine_schedule``); None: not stepped here.
         scaler: a ``torch.amp.GradScaler`` turns on automatic mixed precision on the model's
             device type (float16 on CUDA, bfloat16 on CPU).
         accumulate: batches per optimizer step (gradient accumulation).
@@ -155,11 +201,18 @@ def train_one_epoch(
             for a mid-epoch ``save_checkpoint(..., step=step)``.
 
     Returns:
-        Floats: ``loss`` (mean over batches of the un-divided batch loss), ``active_fraction``
-        (mined triplets with a positive hinge, ``d(a,p) - d(a,n) + margin > 0`` under the loss's
-        distance, with margin 0 for the soft margin, over all mined triplets; NaN when nothing was
-        mined as triplets, e.g. ``miner=None``), ``triplets`` (mean mined triplets per batch),
-        ``images_per_s`` (this process), ``batches``, ``steps`` (optimizer steps), ``seconds``.
+        Floats: ``loss`` (mean over batches of the un-divided batch loss), ``images_per_s``
+        (this process), ``batches``, ``steps`` (optimizer steps), ``seconds``; and only when
+        they mean something (never NaN):
+
+        - a miner giving triplets: ``triplets`` (mean mined triplets per batch) and, when any
+          was mined, ``active_fraction`` (mined triplets with a positive hinge,
+          ``d(a,p) - d(a,n) + margin > 0`` under the loss's distance, margin 0 for the soft
+          margin);
+        - a miner giving pairs: ``pos_pairs`` and ``neg_pairs`` (mean mined per batch);
+        - a loss with a ``last_stats`` dict (``rk.losses.SubCenterArcFaceLoss``: ``accuracy``,
+          ``mean_angle``; ``rk.losses.CombinedLoss``: each part's loss): their means over
+          batches.
 
     Example:
         >>> stats = train_one_epoch(model, loader, rk.losses.TripletLoss(),  # doctest: +SKIP
@@ -168,6 +221,8 @@ def train_one_epoch(
     """
     if optimizer is None:
         raise TypeError("train_one_epoch needs an optimizer")
+    loss_params = _loss_parameters(loss_fn)
+    _check_loss_parameters(loss_params, optimizer)
     if int(accumulate) != accumulate or accumulate < 1:
         raise ValueError(f"accumulate must be a positive integer, got {accumulate!r}")
     if max_steps is not None and max_steps < 0:
@@ -176,6 +231,12 @@ def train_one_epoch(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
+    for p in loss_params:
+        if p.device.type != device.type:
+            raise ValueError(
+                f"{type(loss_fn).__name__} has parameters on {p.device} but training runs on "
+                f"{device}: move the loss first (loss_fn.to(device)), then build the optimizer"
+            )
     use_amp = scaler is not None
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
@@ -196,6 +257,10 @@ def train_one_epoch(
                 module.eval()
     optimizer.zero_grad(set_to_none=True)
     loss_sum, active, mined, images, batches, steps = 0.0, 0, 0, 0, 0, 0
+    tuple_kinds: set[str] = set()
+    pos_pairs = neg_pairs = 0
+    loss_stats: dict[str, list[float]] = {}
+    clipped = [*model.parameters(), *loss_params]
     pending, pending_unsynced = False, False
     start = time.perf_counter()
 
@@ -203,25 +268,29 @@ def train_one_epoch(
         nonlocal steps, pending, pending_unsynced
         if pending_unsynced and ddp:
             _allreduce_grads(model)
+        if loss_params and is_distributed():
+            _sync_loss_grads(loss_params, world)
         if scaler is not None:
             if max_grad_norm is not None:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(clipped, max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
         else:
             if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(clipped, max_grad_norm)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
         steps += 1
         pending, pending_unsynced = False, False
 
     def running() -> dict[str, float]:
-        return {
-            "loss": loss_sum / max(batches, 1),
-            "active_fraction": active / mined if mined else math.nan,
-        }
+        stats = {"loss": loss_sum / max(batches, 1)}
+        if mined:
+            stats["active_fraction"] = active / mined
+        return stats
 
     # Plain tqdm, and only when asked: tqdm.auto's asyncio variant calls iter(loader) in its
     # constructor and again when iterated, which starts DataLoader workers twice and spends a
@@ -255,9 +324,17 @@ def train_one_epoch(
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
         pending = True
         pending_unsynced = pending_unsynced or not boundary
-        if indices is not None:
+        kind = _tuple_kind(indices)
+        if kind is not None:
+            tuple_kinds.add(kind)
+        if kind == "triplets":
             a, m = _count_active(loss_fn, view, indices)
             active, mined = active + a, mined + m
+        elif kind == "pairs":
+            pos_pairs += len(indices[0])
+            neg_pairs += len(indices[2])
+        for key, value in (getattr(loss_fn, "last_stats", None) or {}).items():
+            loss_stats.setdefault(key, []).append(float(value))
         loss_sum += float(loss.detach())
         images += int(x.shape[0])
         batches += 1
@@ -268,11 +345,10 @@ def train_one_epoch(
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if log_every and steps % log_every == 0:
                 logger.info(
-                    "step %d (batch %d): loss %.4f, active %.3f",
+                    "step %d (batch %d): %s",
                     steps,
                     done,
-                    stats["loss"],
-                    stats["active_fraction"],
+                    ", ".join(f"{k} {v:.4f}" for k, v in stats.items()),
                 )
             if on_step is not None:
                 on_step(done, stats)
@@ -283,10 +359,19 @@ def train_one_epoch(
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
+    stats = running()
+    if "triplets" in tuple_kinds:
+        stats["triplets"] = mined / max(batches, 1)
+    if "pairs" in tuple_kinds:
+        stats["pos_pairs"] = pos_pairs / max(batches, 1)
+        stats["neg_pairs"] = neg_pairs / max(batches, 1)
+    for key, values in loss_stats.items():
+        finite = [v for v in values if math.isfinite(v)]
+        if finite:
+            stats.setdefault(key, sum(finite) / len(finite))
     return {
-        **running(),
-        "triplets": mined / max(batches, 1),
-        "images_per_s": images / seconds if seconds > 0 else math.nan,
+        **stats,
+        "images_per_s": images / seconds if seconds > 0 else 0.0,
         "batches": float(batches),
         "steps": float(steps),
         "seconds": seconds,
