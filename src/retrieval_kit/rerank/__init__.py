@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from retrieval_kit.rerank.database_augmentation import DatabaseAugmentation
+from retrieval_kit.rerank.discriminative_reranker import DiscriminativeReranker
 from retrieval_kit.rerank.distractor_reranker import DistractorReranker
 from retrieval_kit.rerank.neighbour_averaging import NeighbourAveraging
 from retrieval_kit.rerank.query_expansion import QueryExpansion
@@ -19,6 +20,7 @@ from retrieval_kit.rerank.reranker import Reranker
 
 __all__ = [
     "DatabaseAugmentation",
+    "DiscriminativeReranker",
     "DistractorReranker",
     "NeighbourAveraging",
     "QueryExpansion",
