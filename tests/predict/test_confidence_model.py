@@ -92,7 +92,7 @@ def test_features_by_hand():
         [0, 0, 0, 0, 0, 0],
     ]
     np.testing.assert_allclose(f.values, want, rtol=1e-6, atol=1e-7)
-    # the vote picks "b"... here "a" still wins (1.6 vs 0.8); with k=2 the vote is a tie -> a
+    # method="vote": "b" sums 0.8 + 0.7 = 1.5 over the top 3 and beats "a" (0.9)
     f = confidence_features(r, {1: "a", 2: "b", 3: "b", 4: "a"}, k=3, method="vote")
     assert f.labels == ["b", "b", None]
     np.testing.assert_allclose(f.values[0], [0.9, 0.8 - 0.9, 2 / 3, 1.5], rtol=1e-6)
