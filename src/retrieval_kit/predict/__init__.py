@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+from retrieval_kit.predict.confidence_features import ConfidenceFeatures, confidence_features
+from retrieval_kit.predict.confidence_model import ConfidenceModel
 from retrieval_kit.predict.predict_labels import predict_labels
 
-__all__ = ["predict_labels"]
+__all__ = ["ConfidenceFeatures", "ConfidenceModel", "confidence_features", "predict_labels"]
