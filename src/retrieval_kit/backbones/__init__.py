@@ -19,8 +19,11 @@ from retrieval_kit.backbones._registry import (
 )
 from retrieval_kit.backbones.efficientnet_lite import (
     EFFICIENTNET_LITE0_DATA_CONFIG,
+    EFFICIENTNET_LITE_DATA_CONFIGS,
     efficientnet_lite0_imagenet_state_dict,
     efficientnet_lite0_weights_path,
+    efficientnet_lite_imagenet_state_dict,
+    efficientnet_lite_weights_path,
 )
 from retrieval_kit.backbones.embedding_model import EmbeddingModel
 from retrieval_kit.backbones.model_file import load_model, save_model
@@ -35,6 +38,7 @@ from retrieval_kit.backbones.state_dict import (
 
 __all__ = [
     "EFFICIENTNET_LITE0_DATA_CONFIG",
+    "EFFICIENTNET_LITE_DATA_CONFIGS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MAC",
@@ -46,6 +50,8 @@ __all__ = [
     "create_backbone",
     "efficientnet_lite0_imagenet_state_dict",
     "efficientnet_lite0_weights_path",
+    "efficientnet_lite_imagenet_state_dict",
+    "efficientnet_lite_weights_path",
     "gem",
     "get_pooling",
     "is_backbone",
