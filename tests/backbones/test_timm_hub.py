@@ -85,7 +85,7 @@ def test_hf_hub_name_not_in_the_cache_says_what_to_do(hf_cache):
             create_backbone("timm/hf-hub:rkorg/not-cached", pretrained=pretrained)
         message = str(info.value)
         assert "timm/hf-hub:rkorg/not-cached" in message
-        assert "huggingface-cli download rkorg/not-cached" in message
+        assert "hf download rkorg/not-cached" in message
         assert str(hf_cache) in message and "HF_HUB_OFFLINE=1" in message
 
 

@@ -55,8 +55,9 @@ def _hf_hub_error(model_name: str, exc: BaseException) -> OSError:
         f"timm/{model_name}: could not get its config/weights from the Hugging Face hub ({exc}). "
         f"They are not in the local cache ({_hf_cache_dir()}) and the hub is unreachable or "
         "HF_HUB_OFFLINE=1. On a machine with network run "
-        f"`huggingface-cli download {repo}` and copy that cache folder here (or set "
-        "HF_HUB_CACHE to it); or use pretrained=PATH to a local state dict."
+        f"`hf download {repo}` (huggingface_hub's CLI) and copy that cache folder here (or set "
+        "HF_HUB_CACHE to it); or create 'timm/<architecture>' with pretrained=PATH to a local "
+        "state dict."
     )
 
 
