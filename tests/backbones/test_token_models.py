@@ -105,3 +105,33 @@ def test_vit_trains_with_the_library_loop(pooling):
     if pooling == "gem":
         assert "pooling.p" in changed
     assert "head.0.weight" in changed
+
+
+class _Tokens(torch.nn.Module):
+    """A hand-made token trunk: 2 prefix tokens (class, register), then 3 patch tokens."""
+
+    num_prefix_tokens = 2
+    has_class_token = True
+    num_features = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = torch.tensor([[9.0, -9.0], [7.0, 7.0], [1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+        return self.scale * tokens.expand(x.shape[0], -1, -1)
+
+
+def test_own_token_trunk_pools_by_its_declared_prefix():
+    from retrieval_kit.backbones import EmbeddingModel
+
+    x = torch.zeros(2, 3, 8, 8)
+    kw = {"embedding_dim": None, "normalize": False}
+    cls = EmbeddingModel(_Tokens(), pooling="cls", **kw)
+    assert cls(x).tolist() == [[9.0, -9.0]] * 2
+    mean = EmbeddingModel(_Tokens(), pooling="mean", **kw)
+    assert mean(x).tolist() == [[3.0, 2.0]] * 2  # patches only: (1+3+5)/3, (2+4+0)/3
+    assert mean.forward_features(x).shape == (2, 2, 3, 1)  # no patch grid known: one column
+    mac = EmbeddingModel(_Tokens(), pooling="mac", **kw)
+    assert mac(x).tolist() == [[5.0, 4.0]] * 2

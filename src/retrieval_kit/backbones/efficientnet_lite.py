@@ -9,8 +9,8 @@ they are renamed one to one by position
 
 Preprocessing: the Lite models were trained (TF reference code) on inputs scaled with mean 127 and
 std 128 of 255, i.e. mean = std = 0.5 after ``ToTensor``. The weights' stem BatchNorm statistics
-confirm it: on scikit-image's photos the stem convolution's output variance is 0.65-0.67x the
-stored running_var with mean/std 0.5, but 3-4x with ImageNet's mean/std (checked in
+confirm it: on scikit-image's photos the stem convolution's output variance is close to the
+stored running_var with mean/std 0.5, but about 3x larger with ImageNet's mean/std (checked in
 ``tests/backbones/test_efficientnet_lite.py``). Native resolutions are 224 / 240 / 260, each
 evaluated as a centre crop of the image resized to size + 32 (the TF code's crop padding), bicubic.
 """
