@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision
 
+import retrieval_kit.backbones as rk_backbones
 from retrieval_kit.backbones import create_backbone, load_state_dict_file
 
 
@@ -184,3 +185,29 @@ def test_new_torchvision_families_offline_error_and_seeded_cache(offline_hub, na
         else:
             reference = seeded.avgpool(seeded.features(x)).flatten(1)
         assert torch.allclose(model(x), reference, atol=1e-5)
+
+
+def test_safetensors_files_as_pretrained(tmp_path, x):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(8)
+    reference = torchvision.models.resnet18()
+    with torch.no_grad():
+        _randomise_running_stats(reference)
+    # A classifier dict as timm / Hugging Face publish it (model.safetensors): fc.* dropped.
+    save_file(reference.state_dict(), tmp_path / "model.safetensors")
+    model = create_backbone(
+        "resnet18", pretrained=tmp_path / "model.safetensors", embedding_dim=None, normalize=False
+    )
+    assert torch.equal(model.trunk.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+    # A save_model file restores the whole EmbeddingModel (head and GeM p too).
+    trained = create_backbone("resnet18", embedding_dim=8)
+    with torch.no_grad():
+        trained.pooling.p.fill_(2.25)
+    rk_file = rk_backbones.save_model(trained, tmp_path / "trained.safetensors")
+    again = create_backbone("resnet18", pretrained=rk_file, embedding_dim=8).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x), trained.eval()(x))
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage" * 5)
+    with pytest.raises(ValueError, match=r"bad\.safetensors as a safetensors file"):
+        create_backbone("resnet18", pretrained=tmp_path / "bad.safetensors")
