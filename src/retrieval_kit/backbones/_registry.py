@@ -129,15 +129,18 @@ def create_backbone(
             including ``"timm/hf-hub:<org>/<repo>"``. A misspelt name raises ValueError with
             suggestions.
         pretrained: False (random init); True (the backbone's ImageNet weights: torchvision's for
-            ResNets, downloaded once into the torch hub cache; the offline package's for
-            ``efficientnet_lite0``); or a path / state dict of local weights (a trunk-only dict,
-            a full classifier dict, or one saved from an EmbeddingModel).
+            its backbones, downloaded once into the torch hub cache; the offline packages' for
+            ``efficientnet_lite0/1/2``); or a path (``torch.save`` or ``*.safetensors``) / state
+            dict of local weights (a trunk-only dict, a full classifier dict, or one saved from
+            an EmbeddingModel).
         embedding_dim: Size of the Linear + BatchNorm1d head; None for no head.
         pooling: ``"gem"``, ``"mac"``, ``"spoc"`` / ``"mean"``, a pooling module, or ``"cls"``
             (the class token; token models such as ViTs only). For token models the others
             pool the patch tokens, leaving out class and register tokens.
         normalize: L2-normalise the output embedding.
-        **kwargs: Passed to the trunk builder (e.g. ``weights="IMAGENET1K_V1"`` for ResNets).
+        **kwargs: Passed to the trunk builder (e.g. ``weights="IMAGENET1K_V1"`` for torchvision
+            backbones, which also sets the data config). Kept as ``model.backbone_kwargs`` for
+            :func:`save_model`.
 
     Returns:
         The model; ``model.data_config`` holds its preprocessing.

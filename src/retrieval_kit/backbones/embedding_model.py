@@ -87,8 +87,10 @@ class EmbeddingModel(nn.Module):
         # timm's token models that pool by average normalise after the pooling (fc_norm), and
         # have no final norm in forward_features: keep that norm after our pooling.
         fc_norm = getattr(trunk, "fc_norm", None)
-        self._post_pool_norm = isinstance(fc_norm, nn.Module) and not isinstance(
-            fc_norm, nn.Identity
+        self._post_pool_norm = (
+            self.is_token_model
+            and isinstance(fc_norm, nn.Module)
+            and not isinstance(fc_norm, nn.Identity)
         )
         self.data_config = self._resolve_data_config(trunk, data_config)
         if num_features is None:
