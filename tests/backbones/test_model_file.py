@@ -75,8 +75,14 @@ def test_timm_vit_roundtrip_each_pooling_with_and_without_head(tmp_path, pooling
     model = _randomise(
         create_backbone("timm/vit_tiny_patch16_224", embedding_dim=embedding_dim, pooling=pooling)
     )
-    loaded = _roundtrip(model, tmp_path, torch.randn(2, 3, 48, 64))
+    x = torch.randn(2, 3, 48, 64)
+    loaded = _roundtrip(model, tmp_path, x)
     assert loaded.num_prefix_tokens == 1 and loaded.pooling.__class__ is model.pooling.__class__
+    again = load_model(
+        save_model(loaded, tmp_path / "again.safetensors")
+    )  # a loaded model re-saves
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
 
 
 def test_the_file_is_one_safetensors_file_with_json_architecture(tmp_path):
