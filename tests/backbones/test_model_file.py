@@ -162,6 +162,7 @@ def test_tampered_files_fail_cleanly(tmp_path):
     cases = [
         (write("plain.safetensors", raw_metadata={}), "not written by rk.backbones.save_model"),
         (write("notjson.safetensors", raw_metadata={"retrieval_kit": "{oops"}), "not JSON"),
+        (write("deep.safetensors", raw_metadata={"retrieval_kit": "[" * 100_000}), "not JSON"),
         (write("fmt.safetensors", arch={**arch, "format": "x"}), "not a retrieval_kit"),
         (write("ver.safetensors", arch={**arch, "format_version": 99}), "format_version 99"),
         (write("name.safetensors", arch={**arch, "name": "resnt18"}), "'resnt18' is not avail"),
