@@ -177,7 +177,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         )
     try:
         architecture = json.loads(metadata[METADATA_KEY])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise ModelFileError(path, f"its architecture metadata is not JSON ({exc})") from exc
     return tensors, architecture
 
