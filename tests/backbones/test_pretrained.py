@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision
 
+import retrieval_kit.backbones as rk_backbones
 from retrieval_kit.backbones import create_backbone, load_state_dict_file
 
 
@@ -145,3 +146,68 @@ def test_pretrained_true_uses_a_pre_seeded_hub_cache(offline_hub, x):
     assert offline_hub == []  # nothing downloaded
     assert torch.equal(model.trunk.conv1.weight, seeded.conv1.weight)
     assert torch.equal(model.trunk.layer4[1].bn2.running_var, seeded.layer4[1].bn2.running_var)
+
+
+@pytest.mark.parametrize(
+    ("name", "weights"),
+    [
+        ("convnext_tiny", torchvision.models.ConvNeXt_Tiny_Weights.DEFAULT),
+        ("efficientnet_v2_s", torchvision.models.EfficientNet_V2_S_Weights.DEFAULT),
+        ("regnet_y_400mf", torchvision.models.RegNet_Y_400MF_Weights.DEFAULT),
+        ("regnet_x_400mf", torchvision.models.RegNet_X_400MF_Weights.IMAGENET1K_V1),
+    ],
+)
+def test_new_torchvision_families_offline_error_and_seeded_cache(offline_hub, name, weights, x):
+    kwargs = {"weights": weights.name}
+    with pytest.raises(OSError, match="offline") as info:
+        create_backbone(name, pretrained=True, **kwargs)
+    filename = os.path.basename(weights.url)
+    assert f"pretrained='/path/to/{filename}'" in str(info.value)
+    assert offline_hub == [weights.url]
+    # A full torchvision classifier dict in the hub cache loads with no download.
+    torch.manual_seed(6)
+    seeded = getattr(torchvision.models, name)()
+    with torch.no_grad():
+        _randomise_running_stats(seeded)
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    os.makedirs(cache, exist_ok=True)  # the failed attempt made it
+    torch.save(seeded.state_dict(), os.path.join(cache, filename))
+    model = create_backbone(
+        name, pretrained=True, embedding_dim=None, pooling="spoc", normalize=False, **kwargs
+    )
+    assert offline_hub == [weights.url]  # no second attempt
+    model.eval()
+    seeded.eval()
+    with torch.no_grad():
+        # torchvision's own pooled features: everything before its classifier's last Linear.
+        if name.startswith("regnet"):
+            reference = seeded.avgpool(seeded.trunk_output(seeded.stem(x))).flatten(1)
+        else:
+            reference = seeded.avgpool(seeded.features(x)).flatten(1)
+        assert torch.allclose(model(x), reference, atol=1e-5)
+
+
+def test_safetensors_files_as_pretrained(tmp_path, x):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(8)
+    reference = torchvision.models.resnet18()
+    with torch.no_grad():
+        _randomise_running_stats(reference)
+    # A classifier dict as timm / Hugging Face publish it (model.safetensors): fc.* dropped.
+    save_file(reference.state_dict(), tmp_path / "model.safetensors")
+    model = create_backbone(
+        "resnet18", pretrained=tmp_path / "model.safetensors", embedding_dim=None, normalize=False
+    )
+    assert torch.equal(model.trunk.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+    # A save_model file restores the whole EmbeddingModel (head and GeM p too).
+    trained = create_backbone("resnet18", embedding_dim=8)
+    with torch.no_grad():
+        trained.pooling.p.fill_(2.25)
+    rk_file = rk_backbones.save_model(trained, tmp_path / "trained.safetensors")
+    again = create_backbone("resnet18", pretrained=rk_file, embedding_dim=8).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x), trained.eval()(x))
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage" * 5)
+    with pytest.raises(ValueError, match=r"bad\.safetensors as a safetensors file"):
+        create_backbone("resnet18", pretrained=tmp_path / "bad.safetensors")

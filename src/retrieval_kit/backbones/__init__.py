@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from retrieval_kit.backbones import torchvision_families  # noqa: F401  (registers the families)
 from retrieval_kit.backbones._data_config import IMAGENET_MEAN, IMAGENET_STD, make_data_config
 from retrieval_kit.backbones._registry import (
     create_backbone,
@@ -18,11 +19,16 @@ from retrieval_kit.backbones._registry import (
 )
 from retrieval_kit.backbones.efficientnet_lite import (
     EFFICIENTNET_LITE0_DATA_CONFIG,
+    EFFICIENTNET_LITE_DATA_CONFIGS,
     efficientnet_lite0_imagenet_state_dict,
     efficientnet_lite0_weights_path,
+    efficientnet_lite_imagenet_state_dict,
+    efficientnet_lite_weights_path,
 )
 from retrieval_kit.backbones.embedding_model import EmbeddingModel
-from retrieval_kit.backbones.pooling import MAC, GeM, SPoC, gem, get_pooling, mac, spoc
+from retrieval_kit.backbones.model_file import load_model, save_model
+from retrieval_kit.backbones.model_file_error import ModelFileError
+from retrieval_kit.backbones.pooling import MAC, ClassToken, GeM, SPoC, gem, get_pooling, mac, spoc
 from retrieval_kit.backbones.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from retrieval_kit.backbones.state_dict import (
     load_state_dict_file,
@@ -32,19 +38,25 @@ from retrieval_kit.backbones.state_dict import (
 
 __all__ = [
     "EFFICIENTNET_LITE0_DATA_CONFIG",
+    "EFFICIENTNET_LITE_DATA_CONFIGS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MAC",
+    "ClassToken",
     "EmbeddingModel",
+    "ModelFileError",
     "GeM",
     "SPoC",
     "create_backbone",
     "efficientnet_lite0_imagenet_state_dict",
     "efficientnet_lite0_weights_path",
+    "efficientnet_lite_imagenet_state_dict",
+    "efficientnet_lite_weights_path",
     "gem",
     "get_pooling",
     "is_backbone",
     "list_backbones",
+    "load_model",
     "load_state_dict_file",
     "load_weights",
     "make_data_config",
@@ -56,5 +68,6 @@ __all__ = [
     "resnet18",
     "resnet34",
     "resnet50",
+    "save_model",
     "spoc",
 ]

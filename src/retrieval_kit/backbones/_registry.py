@@ -13,6 +13,7 @@ from torch import nn
 
 from retrieval_kit.backbones.embedding_model import EmbeddingModel
 from retrieval_kit.backbones.state_dict import load_weights
+from retrieval_kit.backbones.timm_backbone import HF_HUB_PREFIX, suggest_names
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +77,39 @@ def list_backbones(filter: str = "") -> list[str]:
 
 
 def is_backbone(name: str) -> bool:
-    """True if ``name`` is registered, or is ``"timm/<model>"`` for a model timm knows."""
+    """True if ``name`` is registered, or is ``"timm/<model>"`` for a model timm knows.
+
+    ``"timm/hf-hub:<org>/<repo>"`` counts when timm is installed (whether the hub or the local
+    cache has it is only known when it is created).
+    """
     if name.startswith(TIMM_PREFIX):
         try:
             import timm
         except ImportError:
             return False
-        return bool(timm.is_model(name[len(TIMM_PREFIX) :]))
+        model_name = name[len(TIMM_PREFIX) :]
+        if model_name.startswith(HF_HUB_PREFIX):
+            return "/" in model_name[len(HF_HUB_PREFIX) :]
+        return bool(timm.is_model(model_name))
     return name in _REGISTRY
+
+
+def _unknown_name_error(name: str) -> ValueError:
+    candidates = list(_REGISTRY)
+    try:
+        import timm
+
+        candidates += [TIMM_PREFIX + n for n in timm.list_models()]
+    except ImportError:
+        pass
+    close = suggest_names(name, candidates)
+    if not close and not name.startswith(TIMM_PREFIX):  # "vit_tiny_patch16_224" -> "timm/..."
+        close = suggest_names(TIMM_PREFIX + name, candidates)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+    return ValueError(
+        f"unknown backbone {name!r}{hint}; registered: {list_backbones()} "
+        "(or 'timm/<model>' for any timm model)"
+    )
 
 
 def create_backbone(
@@ -98,16 +124,23 @@ def create_backbone(
     """Create an :class:`EmbeddingModel` by backbone name.
 
     Args:
-        name: A name from :func:`list_backbones` (``resnet18`` ... ``resnet152``,
-            ``efficientnet_lite0``) or ``"timm/<model>"`` for any timm model (needs timm).
+        name: A name from :func:`list_backbones` (ResNets, ConvNeXt, EfficientNetV2, RegNet,
+            ``efficientnet_lite0/1/2``) or ``"timm/<model>"`` for any timm model (needs timm),
+            including ``"timm/hf-hub:<org>/<repo>"``. A misspelt name raises ValueError with
+            suggestions.
         pretrained: False (random init); True (the backbone's ImageNet weights: torchvision's for
-            ResNets, downloaded once into the torch hub cache; the offline package's for
-            ``efficientnet_lite0``); or a path / state dict of local weights (a trunk-only dict,
-            a full classifier dict, or one saved from an EmbeddingModel).
+            its backbones, downloaded once into the torch hub cache; the offline packages' for
+            ``efficientnet_lite0/1/2``); or a path (``torch.save`` or ``*.safetensors``) / state
+            dict of local weights (a trunk-only dict, a full classifier dict, or one saved from
+            an EmbeddingModel).
         embedding_dim: Size of the Linear + BatchNorm1d head; None for no head.
-        pooling: ``"gem"``, ``"mac"``, ``"spoc"`` or a pooling module.
+        pooling: ``"gem"``, ``"mac"``, ``"spoc"`` / ``"mean"``, a pooling module, or ``"cls"``
+            (the class token; token models such as ViTs only). For token models the others
+            pool the patch tokens, leaving out class and register tokens.
         normalize: L2-normalise the output embedding.
-        **kwargs: Passed to the trunk builder (e.g. ``weights="IMAGENET1K_V1"`` for ResNets).
+        **kwargs: Passed to the trunk builder (e.g. ``weights="IMAGENET1K_V1"`` for torchvision
+            backbones, which also sets the data config). Kept as ``model.backbone_kwargs`` for
+            :func:`save_model`.
 
     Returns:
         The model; ``model.data_config`` holds its preprocessing.
@@ -126,10 +159,7 @@ def create_backbone(
     elif name in _REGISTRY:
         builder = _REGISTRY[name]
     else:
-        raise ValueError(
-            f"unknown backbone {name!r}; known: {list_backbones()} "
-            "(or 'timm/<model>' for any timm model)"
-        )
+        raise _unknown_name_error(name)
     if isinstance(pretrained, bool):
         load_from = None
     elif isinstance(pretrained, (str, os.PathLike, Mapping)):
@@ -143,6 +173,8 @@ def create_backbone(
     model = EmbeddingModel(
         trunk, embedding_dim=embedding_dim, pooling=pooling, normalize=normalize, name=name
     )
+    # What save_model needs to rebuild the architecture (the weights travel separately).
+    model.backbone_kwargs = dict(kwargs)
     if load_from is not None:
         load_weights(model, load_from)
     logger.debug("created backbone %s (pretrained=%r)", name, pretrained)

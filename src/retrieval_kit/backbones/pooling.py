@@ -23,7 +23,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GeM", "MAC", "SPoC", "gem", "get_pooling", "mac", "spoc"]
+__all__ = ["MAC", "ClassToken", "GeM", "SPoC", "gem", "get_pooling", "mac", "spoc"]
 
 
 def _check_4d(x: torch.Tensor, name: str) -> None:
@@ -133,19 +133,41 @@ class SPoC(nn.Module):
         return spoc(x)
 
 
+class ClassToken(nn.Module):
+    """The class (CLS) token of a token model's output: (B, N, C) tokens -> (B, C) token 0.
+
+    Only for trunks whose ``forward_features`` gives tokens with a class token first (timm ViTs;
+    :class:`~retrieval_kit.backbones.EmbeddingModel` checks it when it is built).
+
+    Example:
+        >>> ClassToken()(torch.arange(6.0).view(1, 3, 2)).tolist()
+        [[0.0, 1.0]]
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 3:
+            raise ValueError(
+                f"CLS-token pooling expects (B, N, C) tokens, got shape {tuple(x.shape)}"
+            )
+        return x[:, 0]
+
+
 _POOLINGS: dict[str, type[nn.Module]] = {
     "gem": GeM,
     "mac": MAC,
     "max": MAC,
     "spoc": SPoC,
     "avg": SPoC,
+    "mean": SPoC,
+    "cls": ClassToken,
 }
 
 
 def get_pooling(pooling: str | nn.Module) -> nn.Module:
-    """Return a pooling module from a name (``gem``, ``mac``/``max``, ``spoc``/``avg``) or a module.
+    """A pooling module from a name or a module (returned as is; it maps (B, C, H, W) to (B, C)).
 
-    A module is returned as is; it must map (B, C, H, W) to (B, C).
+    Names: ``gem``, ``mac`` / ``max``, ``spoc`` / ``avg`` / ``mean``, and ``cls`` (the class token
+    of a token model, :class:`ClassToken`).
 
     Example:
         >>> get_pooling("gem")

@@ -22,10 +22,10 @@ _SHOW = 10  # keys listed per category in error messages
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict with ``torch.load(weights_only=True)``, so a crafted file cannot run code.
+    """Read a state dict with ``torch.load(weights_only=True)`` (safetensors for ``*.safetensors``).
 
-    A checkpoint that wraps the weights under ``"model"`` or ``"state_dict"`` is unwrapped, and a
-    ``"module."`` prefix (DistributedDataParallel) is stripped.
+    Neither runs code from the file. A checkpoint that wraps the weights under ``"model"`` or
+    ``"state_dict"`` is unwrapped, and a ``"module."`` prefix (DistributedDataParallel) is stripped.
 
     Example:
         >>> sd = load_state_dict_file("resnet50_gldv2.pth")  # doctest: +SKIP
@@ -33,6 +33,16 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path), device="cpu")
+        except ImportError:
+            raise
+        except Exception as exc:  # SafetensorError and OS errors from the parser
+            raise ValueError(f"could not read {path} as a safetensors file: {exc}") from exc
+        return _as_tensor_dict(tensors, where=str(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError/RuntimeError variants
