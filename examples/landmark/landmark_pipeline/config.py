@@ -499,7 +499,8 @@ def check_inputs(config: Config) -> None:
     }
     for key, value in files.items():
         if isinstance(value, str) and not Path(value).expanduser().is_file():
-            raise ConfigError(f"{key}: file not found: {value}")
+            hint = " (null skips the outdoor rule)" if key.startswith("clean.") else ""
+            raise ConfigError(f"{key}: file not found: {value}{hint}")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
