@@ -237,6 +237,11 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         ):
             logger.info("epoch %d: re-clustering the classes with the current model", epoch)
             model.normalize = True
+            if distributed:
+                # Each rank's BatchNorm statistics moved with its own last batch since DDP synced
+                # them: every shard must be embedded by the same model, rank 0's.
+                for buf in model.buffers():
+                    torch.distributed.broadcast(buf, src=0)
             clusters = class_clusters(
                 model, paths, labels, tc.num_clusters, ctx, cfg.model.image_size, cfg.seed + epoch
             )
