@@ -3,12 +3,16 @@
 Rank 0 runs the data and evaluation stages; both ranks train (DDP, mining over the gathered global
 batch) and both embed a share of the images for the class clustering. What must agree:
 
-- exactly: the class clusters (rank 0 clusters the merged shards), the baseline metrics (the model
-  before training), and the files written (rank 1 writes nothing of its own, no shard is left);
-- within ``TOLERANCE``: the trained model's metrics. Two processes take half as many optimizer
+- exactly: the class clusters (rank 0 clusters the merged shards), the re-clustering with the model
+  being trained (redone here on one process), the baseline metrics (the model before training) and
+  the files written (rank 1 writes nothing of its own, no shard is left);
+- within ``MAP_TOLERANCE``: the trained model's mAP@100. Two processes take half as many optimizer
   steps per epoch on a global batch twice the size (mined jointly), so training follows another
-  path; the tolerance is the spread measured between 1 and 2 processes and across seeds on this
-  tiny configuration (see ``test_torchrun_demo_matches_one_process``).
+  path. Measured on this configuration (seeds 0-3 x 1 and 2 processes, a 2-core Intel Xeon
+  shared with other jobs, 2026-12-01): test mAP@100 0.150-0.202 on 1 process, 0.166-0.187 on
+  2, at most 0.027 apart for one seed and 0.052 across all eight runs. GAP and top-1 on these 20
+  landmark queries are not compared: one process alone spans GAP 0.031-0.394 and top-1
+  0.20-0.55 across seeds.
 """
 
 from __future__ import annotations
@@ -47,9 +51,8 @@ TINY = {
     "embed.batch_size": 64,
     "visualize.rows": 2,
 }
-#: largest |1 process - 2 processes| allowed on a trained-model metric (see the module docstring).
-TOLERANCE = 0.15
-METRICS = ("gap", "top1_accuracy", "map_at_100")
+#: largest |1 process - 2 processes| allowed on the trained model's test mAP@100 (module docstring).
+MAP_TOLERANCE = 0.08
 BASELINE = ("baseline_gap", "baseline_top1_accuracy", "baseline_map_at_100")
 
 
@@ -144,5 +147,6 @@ def test_torchrun_demo_matches_one_process(tmp_path):
     m2 = json.loads((two / "metrics.json").read_text())
     for key in BASELINE:
         assert m2[key] == pytest.approx(m1[key], abs=1e-6), key
-    for key in METRICS:
-        assert abs(m2[key] - m1[key]) <= TOLERANCE, (key, m1[key], m2[key])
+    assert abs(m2["map_at_100"] - m1["map_at_100"]) <= MAP_TOLERANCE, (m1, m2)
+    for m in (m1, m2):
+        assert all(0 <= m[k] <= 1 for k in ("gap", "top1_accuracy", "map_at_100"))
