@@ -1,14 +1,21 @@
 #!/usr/bin/env python
 """Google Landmark Recognition with retrieval_kit: the reproduced pipeline, stage by stage.
 
-    python examples/landmark/run.py demo --out runs/demo                 # everything, demo data
-    python examples/landmark/run.py all --config configs/gldv2.yaml --out runs/gldv2
-    python examples/landmark/run.py train --config configs/gldv2.yaml --out runs/gldv2
-    python examples/landmark/run.py evaluate --out runs/gldv2   # reuses runs/gldv2/config.yaml
+    python examples/landmark/run.py demo --out runs/demo          # everything, demo data
+    python examples/landmark/run.py all --config examples/landmark/configs/gldv2.yaml \
+        --set data.root=/data/gldv2 --out runs/gldv2
+    python examples/landmark/run.py train --config examples/landmark/configs/gldv2.yaml \
+        --out runs/gldv2
+    python examples/landmark/run.py evaluate --out runs/gldv2     # reuses runs/gldv2/config.yaml
+    torchrun --standalone --nproc_per_node=2 examples/landmark/run.py demo --out runs/demo2
+
+A relative --config is looked up from the current folder, then from this example's folder.
 
 Stages: prepare, clean, split, train, embed, index, predict, evaluate, visualize, submit. A stage
 whose outputs are complete is skipped (``--force`` redoes it); an interrupted run picks up where it
-stopped (train resumes from its last checkpoint). See README.md beside this file.
+stopped (train resumes from its last checkpoint). Under torchrun every process trains
+(data-parallel) and rank 0 runs the other stages and writes every output. See README.md beside
+this file.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
-from landmark_pipeline.config import ConfigError, load_config
+# Light imports only: torch & co. load when a stage runs, so --help answers at once.
+from landmark_pipeline.config import ConfigError, check_inputs, load_config
 from landmark_pipeline.runner import STAGES, run_stages, save_config
 
 HERE = Path(__file__).resolve().parent
@@ -33,9 +42,20 @@ def _parse_override(text: str) -> tuple[str, object]:
     import yaml
 
     key, sep, value = text.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or "not a YAML value"
+        raise argparse.ArgumentTypeError(f"--set {text}: {problem}") from None
+
+
+def _find_config(path: Path) -> Path:
+    """``path`` from the current folder, else from this example's folder."""
+    if path.is_file() or path.is_absolute() or not (HERE / path).is_file():
+        return path
+    return HERE / path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
 
+    rank = int(os.environ.get("RANK", "0") or 0)
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # Under torchrun the other ranks only warn: rank 0 tells the story.
+        level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s {f'[rank {rank}] ' if world_size > 1 else ''}"
+        "%(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     config_path = args.config
@@ -76,24 +100,28 @@ def main(argv: list[str] | None = None) -> int:
             config_path = args.out / "config.yaml"
         else:
             parser.error(f"--config is required ({args.out / 'config.yaml'} does not exist yet)")
+    config_path = _find_config(config_path)
     try:
         config = load_config(config_path, dict(args.overrides))
+        check_inputs(config)  # before anything is written to --out
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if config.data.root is None and config.data.format != "synthetic":
-        print("error: data.root: required for format " + repr(config.data.format), file=sys.stderr)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     if config.data.root is None:
         config.data.root = str((args.out / "data").resolve())
-    save_config(config, args.out)
+    if rank == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_config(config, args.out)
 
     stages = list(STAGES) if args.stage in ("demo", "all") else [args.stage]
     start = time.perf_counter()
     report = run_stages(config, args.out, stages, force=args.force, progress=not args.no_progress)
     total = time.perf_counter() - start
-    if args.stage in ("demo", "all"):
+    if world_size > 1:
+        import retrieval_kit as rk
+
+        rk.train.distributed.destroy_distributed()
+    if args.stage in ("demo", "all") and rank == 0:
         _print_results(args.out, report, total)
     return 0
 

@@ -8,6 +8,7 @@ default.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -23,8 +24,10 @@ import yaml
 __all__ = [
     "Config",
     "ConfigError",
+    "check_inputs",
     "config_from_dict",
     "config_to_dict",
+    "format_override",
     "load_config",
     "section_hash",
 ]
@@ -373,7 +376,9 @@ def _check_values(config: Config) -> None:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (``yaml.safe_load``) into a :class:`Config`.
 
-    Relative data paths in the file are resolved against the file's folder.
+    Relative data paths in the file are resolved against the file's folder. An error caused by
+    an override names it (``--set train.epochs=two: train.epochs: expected int ...``); one in the
+    file names the file.
 
     Args:
         path: the YAML file.
@@ -393,18 +398,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{dotted}: {p} is not a mapping")
-        node[leaf] = value
+    items = list((overrides or {}).items())
     try:
-        config = config_from_dict(data)
+        config = config_from_dict(_with_overrides(data, items))
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(_blame(path, data, items, e)) from None
     base = path.resolve().parent
     for section, key in (
         ("data", "root"),
@@ -420,6 +418,89 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         if not p.is_absolute():
             config.model.pretrained = str((base / p).resolve())
     return config
+
+
+def format_override(key: str, value: Any) -> str:
+    """An override as it is written on the command line.
+
+    Example:
+        >>> format_override("train.lr", 0.01), format_override("data.root", "/d")
+        ('--set train.lr=0.01', '--set data.root=/d')
+    """
+    text = value if isinstance(value, str) else json.dumps(value)
+    return f"--set {key}={text}"
+
+
+def _with_overrides(data: dict[str, Any], items: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for dotted, value in items:
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if node.get(p) is None:  # absent, or an empty section (``train:``)
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise ConfigError(f"{dotted}: {p} is not a mapping")
+        node[leaf] = value
+    return data
+
+
+def _blame(path: Path, data: dict[str, Any], items: list[tuple[str, Any]], error: Exception) -> str:
+    """The message of ``error``, prefixed with what caused it: an override or the file."""
+
+    def fails(upto: int) -> str | None:
+        try:
+            config_from_dict(_with_overrides(data, items[:upto]))
+        except ConfigError as e:
+            return str(e)
+        return None
+
+    # The first override after which the build gives this error is the one to blame; if the
+    # file alone gives it, the file is.
+    for n in range(len(items) + 1):
+        if fails(n) == str(error):
+            return f"{format_override(*items[n - 1]) if n else path}: {error}"
+    return f"{path} with {' '.join(format_override(k, v) for k, v in items)}: {error}"
+
+
+def check_inputs(config: Config) -> None:
+    """Refuse a config whose input folders or files do not exist, naming the key and the path.
+
+    Run before anything is written, so a typo in a path leaves no half-made output folder.
+
+    Raises:
+        ConfigError: e.g. ``data.root: folder not found: /data/gldv2``.
+
+    Example:
+        >>> check_inputs(config_from_dict({"data": {"format": "synthetic"}}))
+    """
+    d = config.data
+    if d.format != "synthetic":
+        if d.root is None:
+            raise ConfigError(f"data.root: required for format {d.format!r}")
+        root = Path(d.root)
+        if not root.is_dir():
+            raise ConfigError(
+                f"data.root: folder not found: {root} "
+                "(set data.root in the config or with --set data.root=PATH)"
+            )
+        if d.format == "gldv2":
+            wanted = ["train_clean.csv", "train.csv"] if d.use_train_clean else ["train.csv"]
+            if not any((root / name).is_file() for name in wanted):
+                raise ConfigError(
+                    f"data.root: no {' or '.join(wanted)} in {root} (format gldv2 expects the "
+                    "Kaggle files: train.csv, train/a/b/c/<id>.jpg ...)"
+                )
+    files = {
+        "clean.places365_checkpoint": config.clean.places365_checkpoint,
+        "clean.places365_io": config.clean.places365_io,
+        "model.pretrained": config.model.pretrained,
+    }
+    for key, value in files.items():
+        if isinstance(value, str) and not Path(value).expanduser().is_file():
+            hint = " (null skips the outdoor rule)" if key.startswith("clean.") else ""
+            raise ConfigError(f"{key}: file not found: {value}{hint}")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -63,6 +63,8 @@ def stage_embed(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             progress=ctx.progress,
             out=folder / "embeddings.npy",
             overwrite=True,
+            rank=0,  # under torchrun rank 0 alone runs this stage (runner.py): embed every row
+            world_size=1,
         )
         if failed:
             logger.warning(

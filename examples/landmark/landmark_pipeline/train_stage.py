@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +64,14 @@ def class_clusters(
     image_size: int,
     seed: int,
 ) -> dict[int, int]:
-    """Cluster the classes by the centre of their images' embeddings under ``model``."""
-    emb, failed = rk.embed.extract_embeddings(
-        model,
-        paths,
+    """Cluster the classes by the centre of their images' embeddings under ``model``.
+
+    Under torchrun each rank embeds its share of the images into a shard file; rank 0 merges the
+    shards, clusters, and sends the mapping to every rank, so all ranks build the same batches.
+    """
+    dist = rk.train.distributed
+    world_size = dist.get_world_size()
+    kwargs: dict[str, Any] = dict(
         image_size=image_size,
         batch_size=ctx.config.embed.batch_size,
         num_workers=ctx.config.embed.num_workers,
@@ -76,11 +79,41 @@ def class_clusters(
         on_error="skip",
         progress=ctx.progress,
     )
-    keep = np.ones(len(paths), bool)
+    mapping = None
+    if world_size == 1:
+        emb, failed = rk.embed.extract_embeddings(model, paths, **kwargs)
+        mapping = _cluster(emb, failed, labels, num_clusters, seed)
+    else:
+        tmp = ctx.out / "train" / "cluster_embeddings.npy"
+        rk.embed.extract_embeddings(model, paths, out=tmp, overwrite=True, **kwargs)
+        dist.barrier()  # every shard is written
+        if dist.is_main_process():
+            emb, failed = rk.embed.merge_shards(tmp, world_size, remove_shards=True, overwrite=True)
+            mapping = _cluster(emb, failed, labels, num_clusters, seed)
+            del emb
+            tmp.unlink()
+            rk.embed.meta_path(tmp).unlink()
+        mapping = _broadcast(mapping)
+    return mapping
+
+
+def _cluster(
+    emb: np.ndarray, failed: list, labels: np.ndarray, num_clusters: int, seed: int
+) -> dict[int, int]:
+    if len(emb) != len(labels):
+        raise ValueError(f"{len(emb)} embeddings for {len(labels)} images")
+    keep = np.ones(len(labels), bool)
     keep[[row for row, _, _ in failed]] = False
     k = min(num_clusters, len(np.unique(labels[keep])))
     mapping = rk.samplers.cluster_classes(emb[keep], labels[keep], k, seed=seed)
     return {int(c): int(v) for c, v in mapping.items()}
+
+
+def _broadcast(obj: Any) -> Any:
+    """``obj`` of rank 0 on every rank."""
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
@@ -90,8 +123,8 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     last = ckpt_dir / "last.pt"
     run_hash = section_hash(cfg, *TRAIN_SECTIONS)
     dist = rk.train.distributed
-    info = dist.init_distributed() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
-    device = info.device if info is not None else ctx.device
+    distributed = dist.is_distributed()  # joined by the runner under torchrun
+    device = ctx.device
     main = dist.is_main_process()
 
     rows = [r for r in load_split(ctx) if r.role == "train"]
@@ -146,7 +179,7 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     )
     scaler = torch.amp.GradScaler(device.type) if tc.amp else None
     train_model: torch.nn.Module = model
-    if info is not None:
+    if distributed:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -204,6 +237,11 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         ):
             logger.info("epoch %d: re-clustering the classes with the current model", epoch)
             model.normalize = True
+            if distributed:
+                # Each rank's BatchNorm statistics moved with its own last batch since DDP synced
+                # them: every shard must be embedded by the same model, rank 0's.
+                for buf in model.buffers():
+                    torch.distributed.broadcast(buf, src=0)
             clusters = class_clusters(
                 model, paths, labels, tc.num_clusters, ctx, cfg.model.image_size, cfg.seed + epoch
             )
@@ -272,7 +310,7 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
                 scaler=scaler,
                 accumulate=tc.accumulate,
                 device=device,
-                gather_for_mining=info is not None,
+                gather_for_mining=distributed,
                 freeze_bn=freeze_bn,
                 max_steps=max_steps,
                 start_step=start_step,
@@ -309,8 +347,7 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         rk.train.save_checkpoint(final, model=model, epoch=tc.epochs, extra={"run": run_hash})
         atomic_write_json(out_dir / "history.json", history)
         outputs = [init_path, final, out_dir / "history.json"]
-    if info is not None:
-        dist.barrier()
+    dist.barrier()
     summary = {
         "epochs": tc.epochs,
         "final_loss": history[-1]["loss"] if history else None,
