@@ -14,16 +14,19 @@ from retrieval_kit.embed.extractor import Extractor
 from retrieval_kit.embed.multiscale import multiscale_embed, multiscale_power, power_mean
 from retrieval_kit.embed.retrieval_size import RETRIEVAL_IMAGE_SIZES, retrieval_image_size
 from retrieval_kit.embed.shards import merge_shards, meta_path, shard_path, shard_range
+from retrieval_kit.embed.whitening import Whitening, pairs_from_labels
 
 __all__ = [
     "RETRIEVAL_IMAGE_SIZES",
     "ExtractionConfig",
     "Extractor",
+    "Whitening",
     "extract_embeddings",
     "merge_shards",
     "meta_path",
     "multiscale_embed",
     "multiscale_power",
+    "pairs_from_labels",
     "power_mean",
     "retrieval_image_size",
     "shard_path",

@@ -70,7 +70,7 @@ def extract_embeddings(
         >>> emb, failed = extract_embeddings(model, paths, on_error="skip")  # doctest: +SKIP
         >>> emb.shape  # doctest: +SKIP
         (1000, 512)
-        >>> ms = rk.embed.ExtractionConfig(image_size=512, scales=(1, 2**-0.5, 2**0.5))
+        >>> ms = ExtractionConfig(image_size=512, scales=(1, 2**-0.5, 2**0.5))
         >>> emb, _ = extract_embeddings(model, paths, config=ms)  # doctest: +SKIP
     """
     config = (config or ExtractionConfig()).replace(**options)
