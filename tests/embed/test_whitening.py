@@ -66,6 +66,17 @@ def test_shrinkage_is_the_convex_mix_with_a_scaled_identity():
     assert not np.allclose(p @ cov @ p.T, np.eye(6), atol=1e-2)
 
 
+@pytest.mark.parametrize("shrinkage", [0.0, 0.2])
+def test_few_samples_many_dims_svd_path_equals_full_eigh(shrinkage):
+    x = _data(n=12, d=30, seed=3)
+    w = Whitening(dim=5, shrinkage=shrinkage).fit(x)  # N < D: the thin-SVD path
+    cov = np.cov(x.T, bias=True)
+    shrunk = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / 30 * np.eye(30)
+    val, vec = np.linalg.eigh(shrunk)
+    p_ref = np.diag(val[::-1][:5] ** -0.5) @ vec[:, ::-1][:, :5].T
+    _same_up_to_sign(_project(w, x), (x - x.mean(0)) @ p_ref.T, atol=1e-7)
+
+
 def test_rank_deficient_pca_needs_dim_or_shrinkage():
     x = _data(n=4)
     with pytest.raises(ValueError, match="3 independent directions"):

@@ -140,9 +140,18 @@ class Whitening:
             raise ValueError(f"PCA whitening needs at least 2 embeddings, got {len(x)}")
         mean = x.mean(axis=0)
         centred = x - mean
-        cov = self._shrink(centred.T @ centred / len(x))
-        eigval, eigvec = _eigh_descending(cov)
         dim = self.dim or x.shape[1]
+        if dim < len(x) < x.shape[1]:
+            # Fewer samples than dimensions: the leading eigenvectors come from a thin SVD
+            # (O(N^2 D) instead of O(D^3)); shrinkage only shifts the eigenvalues.
+            _, sing, vt = np.linalg.svd(centred, full_matrices=False)
+            eigval = sing**2 / len(x)
+            if self.shrinkage:
+                trace_over_d = eigval.sum() / x.shape[1]
+                eigval = (1.0 - self.shrinkage) * eigval + self.shrinkage * trace_over_d
+            eigvec = vt.T
+        else:
+            eigval, eigvec = _eigh_descending(self._shrink(centred.T @ centred / len(x)))
         kept = eigval[:dim]
         if kept[-1] <= 1e-12 * max(eigval[0], 1e-300):
             rank = int((eigval > 1e-12 * max(eigval[0], 1e-300)).sum())
