@@ -286,14 +286,15 @@ def markdown(rows: list[dict], protocol: Protocol, args: argparse.Namespace) -> 
         "data, shipped as assets of magicleap/SuperGluePretrainedNetwork); non-landmark photos: "
         "the real photographs shipped in scikit-image, scikit-learn and matplotlib. Protocol "
         "(leave-one-out landmark queries, non-landmark queries vs a disjoint distractor pool, "
-        "reranking, metrics) in the docstring of `benchmarks/realphoto_eval.py`. Multi-scale: scales "
-        "(1, 1/√2, √2), cirtorch's power mean with the GeM p. Whitening `pca`: "
+        "reranking, metrics) in the docstring of `benchmarks/realphoto_eval.py`. Multi-scale: "
+        "scales (1, 1/√2, √2), cirtorch's power mean with the GeM p. Whitening `pca`: "
         f"`rk.embed.Whitening(dim={args.whitening_dim}, shrinkage={args.whitening_shrinkage})` "
         "fitted per query on its database + distractors; `lw`: learned whitening from the "
         "database's same-landmark pairs, same dim and shrinkage (it learns from the very landmarks "
         "being queried, through their other photos: what a recognition system with a labelled "
         "database may do, but flattering with so few landmarks). s/img: whole extraction "
-        "(decode, resize, model) per photo, one process, on a shared machine: compare rows, not machines.",
+        "(decode, resize, model) per photo, one process, on a shared machine: compare rows, "
+        "not machines.",
         "",
         "| resize | size | scales | whitening | GAP | mAP@100 | top-1 | s/img |",
         "|---|---:|---|---|---:|---:|---:|---:|",
