@@ -245,6 +245,13 @@ def test_default_size_is_the_measured_retrieval_size(model, image_paths, monkeyp
     assert Extractor(model).image_size == 20
 
 
+def test_fixed_input_size_models_are_squashed(model, image_paths):
+    model.data_config = dict(model.data_config, fixed_input_size=True)
+    assert Extractor(model).resize == "squash"
+    emb, _ = extract_embeddings(model, image_paths)
+    np.testing.assert_allclose(emb, _reference(model, image_paths, resize="squash"), atol=1e-5)
+
+
 def test_config_object_and_keyword_overrides(model, image_paths):
     cfg = ExtractionConfig(image_size=24, batch_size=2, shape_step=1)
     a, _ = extract_embeddings(model, image_paths, config=cfg)

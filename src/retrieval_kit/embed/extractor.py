@@ -67,11 +67,20 @@ class Extractor:
         self._image_size: int | None = None
 
     @property
+    def resize(self) -> str:
+        """The resize mode used: ``config.resize``, except that a model whose ``data_config`` has
+        ``fixed_input_size=True`` (e.g. a ViT with fixed position embeddings) is always squashed."""
+        config = getattr(self.model, "data_config", None) or {}
+        if self.config.resize == "long_side" and config.get("fixed_input_size"):
+            return "squash"
+        return self.config.resize
+
+    @property
     def image_size(self) -> int:
         if self._image_size is None:
             if self.config.image_size is not None:
                 self._image_size = self.config.image_size
-            elif self.config.resize == "long_side":
+            elif self.resize == "long_side":
                 self._image_size = retrieval_image_size(self.model)
             else:
                 self._image_size = int(_data_config(self.model)["image_size"])
@@ -93,7 +102,7 @@ class Extractor:
         transform = build_eval_transform(
             _data_config(self.model),
             self.image_size,
-            resize=self.config.resize,
+            resize=self.resize,
             step=self.shape_step,
         )
         dataset = ImageListDataset(
