@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -34,17 +35,23 @@ def model() -> TinyNet:
     return TinyNet()
 
 
+#: (width, height): landscape, portrait and square, no two with the same aspect ratio except the
+#: squares; chosen so that no resized short side falls on a .5 rounding tie at sizes 16 and 24.
+SIZES = [(14, 11), (11, 17), (16, 16), (23, 14), (12, 30), (20, 20), (33, 18), (15, 25), (38, 19)]
+
+
 @pytest.fixture
 def image_paths(tmp_path) -> list[str]:
-    """Nine distinct small images of different sizes and modes."""
+    """Nine distinct small noise images of different sizes and modes."""
     paths = []
-    for i in range(9):
+    for i, (w, h) in enumerate(SIZES):
+        rng = np.random.default_rng(i)
         mode = ("RGB", "L", "RGBA")[i % 3]
-        color = {"RGB": (20 * i, 255 - 20 * i, 90), "L": 25 * i, "RGBA": (200, 10 * i, 30, 255)}[
-            mode
-        ]
-        img = Image.new(mode, (14 + 3 * i, 11 + i), color)
-        img.putpixel((i, i), (0, 0, 0, 255)[: len(img.getbands())] if mode != "L" else 0)
+        channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+        pixels = rng.integers(0, 256, size=(h, w, channels), dtype=np.uint8)
+        if mode == "RGBA":
+            pixels[..., 3] = 255
+        img = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
         p = tmp_path / f"img{i}.png"
         img.save(p)
         paths.append(str(p))

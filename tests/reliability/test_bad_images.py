@@ -47,6 +47,7 @@ class FlatNet(nn.Module):
             "std": (0.5,) * 3,
             "image_size": SIZE,
             "resize_size": SIZE,
+            "fixed_input_size": True,  # flatten + linear: only SIZE x SIZE inputs
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

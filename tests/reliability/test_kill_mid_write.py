@@ -142,7 +142,7 @@ def test_checker_detects_a_torn_file(tmp_path):
 
 
 def test_embeddings_and_their_sidecar_never_disagree(tmp_path, monkeypatch):
-    import retrieval_kit.embed.extract as extract_module
+    import retrieval_kit.embed.extractor as extract_module
 
     model, Constant = kw._embedding_objects()
     out = tmp_path / "emb.npy"

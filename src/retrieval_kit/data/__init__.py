@@ -38,10 +38,16 @@ from retrieval_kit.data.image_io import DEFAULT_MAX_PIXELS, load_image
 from retrieval_kit.data.image_list_dataset import ImageListDataset
 from retrieval_kit.data.image_load_error import ImageLoadError, ImageNotFoundError
 from retrieval_kit.data.synthetic import SyntheticLandmarks, synthetic_landmarks
-from retrieval_kit.data.transforms import build_eval_transform, build_train_transform
+from retrieval_kit.data.transforms import (
+    RESIZE_MODES,
+    build_eval_transform,
+    build_train_transform,
+    long_side_shape,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "RESIZE_MODES",
     "FailedItem",
     "ImageBatch",
     "ImageListDataset",
@@ -55,6 +61,7 @@ __all__ = [
     "gldv2_image_path",
     "gldv2_image_paths",
     "load_image",
+    "long_side_shape",
     "load_places365_model",
     "min_images_filter",
     "outdoor_filter",
