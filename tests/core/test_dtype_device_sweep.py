@@ -25,12 +25,13 @@ DEVICES = [
         "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
     ),
 ]
-DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 #: (rtol, atol) against float64 on the same inputs.
 TOLERANCE = {
     torch.float32: (1e-4, 1e-5),
     torch.float64: (1e-10, 1e-12),
     torch.bfloat16: (3e-2, 3e-2),
+    torch.float16: (5e-3, 5e-3),
 }
 
 DIM, CLASSES, BATCH = 8, 4, 16
@@ -134,11 +135,11 @@ def test_miner(name, distance, dtype, device):
         assert t.device == emb.device
     valid_triplets(*mined, labels)
     assert emb.grad is None  # mining is not part of the graph
-    if dtype != torch.bfloat16:
+    if dtype in (torch.float32, torch.float64):
         for got, want in zip(mined, ref):
             torch.testing.assert_close(got, want)
         return
-    # bfloat16 may break near-ties differently, and a pair at the edge of the semi-hard band
+    # Half precision may break near-ties differently, and a pair at the edge of the semi-hard band
     # may fall back to its hardest negative: nearly all triplets must be as hard, in float64.
     a, p, n = mined
     ra, rp, rn = ref
