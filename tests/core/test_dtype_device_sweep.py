@@ -55,6 +55,9 @@ LOSS_KWARGS = {
 FLOAT32_LOGITS = {"arcface", "subcenter_arcface"}
 PML_LOSSES = ["MultiSimilarityLoss", "ContrastiveLoss", "ArcFaceLoss"]
 LOSSES = [*rk.losses.list_losses(pml=False), *PML_LOSSES]
+#: The pair losses again with a cosine similarity: matmul has CPU half kernels, PML's LpDistance
+#: (cdist) has no bfloat16 one.
+COSINE = ["triplet", "subspace_triplet", "ContrastiveLoss"]
 MINERS = rk.miners.list_miners(pml=False)
 
 
@@ -89,10 +92,17 @@ def run_loss(loss: torch.nn.Module, emb: torch.Tensor, labels: torch.Tensor):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("name", LOSSES)
-def test_loss(name, dtype, device):
+@pytest.mark.parametrize(
+    "name, distance",
+    [(n, None) for n in LOSSES] + [(n, CosineSimilarity) for n in COSINE],
+    ids=lambda v: getattr(v, "__name__", v or "default"),
+)
+def test_loss(name, distance, dtype, device):
     torch.manual_seed(0)  # the same initial weights for both copies
-    base = rk.losses.create_loss(name, **LOSS_KWARGS.get(name, {})).to(device)
+    kwargs = dict(
+        LOSS_KWARGS.get(name, {}), **({} if distance is None else {"distance": distance()})
+    )
+    base = rk.losses.create_loss(name, **kwargs).to(device)
     emb64, labels = batch(device, dtype)
     ref_value, ref_grad = run_loss(copy.deepcopy(base).double(), emb64, labels)
     try:
