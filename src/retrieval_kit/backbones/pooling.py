@@ -49,9 +49,9 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> to
     _check_4d(x, "gem")
     dtype = x.dtype
     # Powers of half-precision activations overflow quickly (40 ** 3 > fp16 max): pool in float32.
-    xf = x.float().clamp(min=eps)
+    xf = (x if x.dtype == torch.float64 else x.float()).clamp(min=eps)
     if isinstance(p, torch.Tensor):
-        p = p.float()
+        p = p.to(xf.dtype)
     pooled = xf.pow(p).mean(dim=(2, 3)).pow(1.0 / p)
     return pooled.to(dtype)
 

@@ -16,7 +16,9 @@ Example:
     >>> import retrieval_kit as rk
     >>> model = rk.data.load_places365_model("resnet50_places365.pth.tar")  # doctest: +SKIP
     >>> outdoor = rk.data.read_places365_io("IO_places365.txt")  # doctest: +SKIP
-    >>> top = rk.data.places365_top_categories(model, paths, ids=ids, cache_path="p365.csv")
+    >>> top = rk.data.places365_top_categories(  # doctest: +SKIP
+    ...     model, paths, ids=ids, cache_path="p365.csv"
+    ... )
     >>> keep, removed = rk.data.outdoor_filter(ids, top, outdoor, min_votes=3)  # doctest: +SKIP
 """
 

@@ -232,7 +232,7 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             target = torch.searchsorted(classes, labels) if partial else labels
             rows = torch.arange(len(labels), device=emb.device)
             cos_t = cosine[rows, target]
-            m = self.margins[labels]
+            m = self.margins[labels].to(cos_t.dtype)  # the buffer follows .to(dtype)
             sin_t = (1.0 - cos_t * cos_t).clamp_min(0.0).sqrt()
             # cos(theta + m) by the sum formula: acos has an infinite gradient at +-1.
             with_margin = torch.where(
