@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import doctest
-
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
@@ -10,8 +8,6 @@ from pytorch_metric_learning import reducers
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 
 import retrieval_kit.losses._pair_distances as pair_mod
-import retrieval_kit.losses.subspace_triplet_loss as subspace_mod
-import retrieval_kit.losses.triplet_loss as triplet_mod
 from retrieval_kit.losses import TripletLoss
 from retrieval_kit.miners import BatchHardMiner
 
@@ -137,9 +133,3 @@ def test_triplet_distances_match_matrix_and_zero_distance_gradient_is_finite():
     i = torch.tensor([0])
     sum(pair_mod.triplet_distances(LpDistance(), y, y, i, i + 1, i)).sum().backward()
     assert torch.isfinite(y.grad).all()
-
-
-@pytest.mark.parametrize("module", [pair_mod, triplet_mod, subspace_mod])
-def test_docstring_examples(module):
-    result = doctest.testmod(module)
-    assert result.failed == 0

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import doctest
-
 import pytest
 import torch
 from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 
-import retrieval_kit.miners.batch_hard_miner as bh_mod
 from retrieval_kit.miners import BatchHardMiner
 
 
@@ -65,7 +62,3 @@ def test_no_triplets_does_not_crash():
     for labels in (torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 0, 0])):
         a, p, n = BatchHardMiner()(emb, labels)
         assert len(a) == len(p) == len(n) == 0
-
-
-def test_docstring_examples():
-    assert doctest.testmod(bh_mod).failed == 0

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import doctest
-
 import faiss
 import numpy as np
 import pytest
 
-import retrieval_kit.miners.index_miner as im_mod
 from retrieval_kit.miners import IndexMiner
 
 
@@ -77,7 +74,3 @@ def test_errors():
     index = faiss.IndexFlatIP(2)
     with pytest.raises(ValueError, match="index holds 0"):
         IndexMiner().mine(x, [0, 0, 1, 1], index=index)
-
-
-def test_docstring_examples():
-    assert doctest.testmod(im_mod).failed == 0

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import doctest
-
 import pytest
 import torch
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 
-import retrieval_kit.miners.semi_hard_miner as sh_mod
 from retrieval_kit.miners import SemiHardMiner
 
 
@@ -72,7 +69,3 @@ def test_errors():
         SemiHardMiner(-1.0)
     with pytest.raises(TypeError, match="margin"):
         SemiHardMiner("0.2")
-
-
-def test_docstring_examples():
-    assert doctest.testmod(sh_mod).failed == 0

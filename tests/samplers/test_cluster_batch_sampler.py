@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import doctest
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-import retrieval_kit.samplers.cluster_batch_sampler as cbs_mod
 from retrieval_kit.samplers import ClusterBatchSampler
 
 
@@ -113,7 +111,3 @@ def test_tensor_labels():
     labels, c2k = _data()
     a = list(ClusterBatchSampler(torch.as_tensor(labels), c2k, 4, 2))
     assert a == list(ClusterBatchSampler(labels.tolist(), c2k, 4, 2))
-
-
-def test_docstring_examples():
-    assert doctest.testmod(cbs_mod).failed == 0

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 import torch
 
-import retrieval_kit.samplers.class_clustering as cc_mod
 from retrieval_kit.samplers import cluster_classes
 
 
@@ -37,7 +34,3 @@ def test_errors():
     bad[3, 0] = np.inf
     with pytest.raises(ValueError, match="row 3"):
         cluster_classes(bad, [0, 0, 1, 1], num_clusters=1)
-
-
-def test_docstring_examples():
-    assert doctest.testmod(cc_mod).failed == 0

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import doctest
 from collections import Counter
 
 import numpy as np
@@ -8,7 +7,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import retrieval_kit.samplers.pk_sampler as pk_mod
 from retrieval_kit.samplers import PKSampler
 
 
@@ -146,7 +144,3 @@ def test_errors():
         PKSampler([], 2, 2)
     with pytest.raises(ValueError, match="epoch"):
         PKSampler([0, 1], 2, 2).set_epoch(-1)
-
-
-def test_docstring_examples():
-    assert doctest.testmod(pk_mod).failed == 0
