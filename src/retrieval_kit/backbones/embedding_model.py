@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retrieval_kit._checks import positive_int
 from retrieval_kit.backbones._data_config import (
     check_data_config,
     data_config_from_timm,
@@ -72,12 +73,7 @@ class EmbeddingModel(nn.Module):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        if embedding_dim is not None and (
-            isinstance(embedding_dim, bool)
-            or not isinstance(embedding_dim, int)
-            or embedding_dim <= 0
-        ):
-            raise ValueError(f"embedding_dim must be a positive int or None, got {embedding_dim!r}")
+        embedding_dim = positive_int(embedding_dim, "embedding_dim", allow_none=True)
         self.name = name or type(trunk).__name__
         self.trunk = trunk
         self._use_forward_features = callable(getattr(trunk, "forward_features", None))

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from retrieval_kit._io import atomic_write
 from retrieval_kit._version import __version__
 from retrieval_kit.backbones._data_config import check_data_config
 from retrieval_kit.backbones._registry import create_backbone, is_backbone
@@ -27,6 +26,7 @@ from retrieval_kit.backbones.embedding_model import EmbeddingModel
 from retrieval_kit.backbones.model_file_error import ModelFileError
 from retrieval_kit.backbones.pooling import MAC, ClassToken, GeM, SPoC
 from retrieval_kit.backbones.state_dict import _load_strict
+from retrieval_kit.io import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from retrieval_kit._io import atomic_write
+from retrieval_kit._checks import check_on_error
 from retrieval_kit.data.image_io import load_image
+from retrieval_kit.io import atomic_write
 
 __all__ = [
     "PLACES365_NUM_CLASSES",
@@ -246,8 +247,7 @@ def places365_top_categories(
     Example:
         >>> top = places365_top_categories(model, ["a.jpg"], cache_path="c.csv")  # doctest: +SKIP
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_on_error(on_error)
     paths = [str(p) for p in paths]
     keys = [str(i) for i in ids] if ids is not None else list(paths)
     if len(keys) != len(paths):

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
 from retrieval_kit.data.failed_item import FailedItem
-from retrieval_kit.data.image_list_dataset import ImageListDataset, _portable, _reason
+from retrieval_kit.data.image_list_dataset import ImageListDataset
 from retrieval_kit.data.image_load_error import ImageLoadError
 from retrieval_kit.data.transforms import build_eval_transform
 from retrieval_kit.embed._writer import _Writer
@@ -31,6 +31,7 @@ from retrieval_kit.embed.extraction_config import ExtractionConfig
 from retrieval_kit.embed.multiscale import multiscale_embed, multiscale_power
 from retrieval_kit.embed.retrieval_size import retrieval_image_size
 from retrieval_kit.embed.shards import _npy_path, shard_path, shard_range, write_meta
+from retrieval_kit.train.distributed import resolve_rank
 
 __all__ = ["Extractor"]
 
@@ -181,7 +182,9 @@ class Extractor:
         cfg = self.config
         dataset, paths = self.dataset(images)
         num_rows = len(dataset)
-        rank, world_size = _resolve_rank(rank, world_size)
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither")
+        rank, world_size = resolve_rank(rank, world_size)
         start, stop = shard_range(num_rows, rank, world_size)
         target = None
         if out is not None:
@@ -292,17 +295,6 @@ def _raise_first(failures: list[FailedItem]) -> None:
     raise ImageLoadError(first.path, first.reason)
 
 
-def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if (rank is None) != (world_size is None):
-        raise ValueError("give both rank and world_size, or neither")
-    if rank is None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-    shard_range(0, rank, world_size)  # validates
-    return rank, world_size
-
-
 def _take(parts: list[tuple[torch.Tensor, list[int]]], n: int) -> tuple[torch.Tensor, list[int]]:
     """Pop the first ``n`` images (and rows) off a shape's queue of stacked pieces."""
     images, rows, need = [], [], n
@@ -335,7 +327,7 @@ class _Rows(Dataset):
         try:
             item = self.dataset[row]
         except OSError as exc:  # image and file errors; other exceptions are bugs and propagate
-            return FailedItem(row, self._path(row), _reason(exc), _portable(exc))
+            return FailedItem.from_exception(row, self._path(row), exc)
         if isinstance(item, FailedItem):
             return item._replace(row=row)
         image = item[0] if isinstance(item, (tuple, list)) else item

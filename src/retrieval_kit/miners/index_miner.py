@@ -10,9 +10,9 @@ import faiss
 import numpy as np
 from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
-logger = logging.getLogger(__name__)
+from retrieval_kit._checks import check_metric, positive_int
 
-_METRICS = ("ip", "l2")
+logger = logging.getLogger(__name__)
 
 
 class HardNegatives(NamedTuple):
@@ -62,12 +62,9 @@ class IndexMiner:
         normalize: bool = False,
         progress: bool = False,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int(k, "k")
+        check_metric(metric)
+        positive_int(batch_size, "batch_size")
         self.k = k
         self.metric = metric
         self.batch_size = batch_size

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from retrieval_kit._checks import check_on_error
 from retrieval_kit.data.image_io import load_image
 from retrieval_kit.index.search_result import SearchResult
 from retrieval_kit.rerank.geometric_verification import VerificationSettings, verify_pair
@@ -83,8 +84,7 @@ class SpatialVerificationReranker(Reranker):
                 f"k={k!r}, inlier_cap={inlier_cap!r}, min_inliers={min_inliers!r}, "
                 f"num_workers={num_workers!r}"
             )
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_on_error(on_error)
         if extractor is None:
             from retrieval_kit.rerank.sift_extractor import SIFTExtractor
 

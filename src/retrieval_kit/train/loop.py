@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning.distances import LpDistance
 from tqdm import tqdm
 
+from retrieval_kit._checks import positive_int
 from retrieval_kit.train.distributed import gather_embeddings, get_world_size, is_distributed
 
 __all__ = ["train_one_epoch"]
@@ -223,8 +224,7 @@ def train_one_epoch(
         raise TypeError("train_one_epoch needs an optimizer")
     loss_params = _loss_parameters(loss_fn)
     _check_loss_parameters(loss_params, optimizer)
-    if int(accumulate) != accumulate or accumulate < 1:
-        raise ValueError(f"accumulate must be a positive integer, got {accumulate!r}")
+    accumulate = positive_int(accumulate, "accumulate")
     if max_steps is not None and max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps!r}")
     if device is None:

@@ -1,4 +1,4 @@
-"""Input checks shared by index building, searching and the rerankers.
+"""Array checks shared by index building, searching and the rerankers.
 
 Vectors may be huge (a float32 memmap of millions of rows), so nothing here copies a whole array:
 checks and conversions run on the chunk about to be used.
@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IdLookup", "as_matrix", "float32_chunk", "normalize_ids", "unit_rows"]
+__all__ = [
+    "IdLookup",
+    "as_matrix",
+    "check_finite",
+    "float32_chunk",
+    "normalize_ids",
+    "unit_rows",
+]
 
 
 def as_matrix(x: Any, what: str) -> np.ndarray:
