@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from retrieval_kit._checks import check_on_error
+from retrieval_kit.backbones.data_config import IMAGENET_MEAN, IMAGENET_STD
 from retrieval_kit.data.image_io import load_image
 from retrieval_kit.io import atomic_write
 
@@ -57,8 +58,6 @@ PLACES365_NUM_CLASSES = 365
 
 # Places365-CNN evaluation preprocessing (CSAIL run_placesCNN_basic.py): 256 squash, 224 centre
 # crop, ImageNet mean/std.
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 _CACHE_HEADER = "# retrieval_kit places365 top categories v1 fingerprint="
 
@@ -158,7 +157,7 @@ def _load_batch(
         try:
             im = load_image(path).resize((resize_size, resize_size), Image.BILINEAR)
             t = F.center_crop(F.to_tensor(im), [image_size, image_size])
-            tensors.append(F.normalize(t, _MEAN, _STD))
+            tensors.append(F.normalize(t, IMAGENET_MEAN, IMAGENET_STD))
             rows.append(row)
         except Exception as e:  # noqa: BLE001 - any decoding error is reported with the file
             failed.append((row, f"{type(e).__name__}: {e}"))

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
+from retrieval_kit.backbones.data_config import DataConfig
 from retrieval_kit.data.failed_item import FailedItem
 from retrieval_kit.data.image_list_dataset import ImageListDataset
 from retrieval_kit.data.image_load_error import ImageLoadError
@@ -278,14 +279,14 @@ class Extractor:
             return int(self.embed(torch.zeros(1, 3, size, size, device=device)).shape[1])
 
 
-def _data_config(model: nn.Module) -> Any:
+def _data_config(model: nn.Module) -> DataConfig:
     config = getattr(model, "data_config", None)
     if config is None:
         raise ValueError(
             "model has no data_config (mean, std, image_size, resize_size): give it one, or pass "
             "a Dataset with its own transform"
         )
-    return config
+    return DataConfig.of(config, "the model")
 
 
 def _raise_first(failures: list[FailedItem]) -> None:
