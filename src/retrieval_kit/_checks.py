@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRIC_NAMES", "ON_ERROR", "check_metric", "check_on_error", "one_of", "positive_int"]
+__all__ = [
+    "METRIC_NAMES",
+    "ON_ERROR",
+    "check_metric",
+    "check_on_error",
+    "non_negative_int",
+    "one_of",
+    "positive_int",
+]
 
 ON_ERROR = ("raise", "skip")
 METRIC_NAMES = ("ip", "l2")
@@ -28,11 +36,25 @@ def positive_int(value: Any, name: str, *, allow_none: bool = False) -> Any:
         ...
         ValueError: k must be a positive integer, got 0
     """
+    return _int_at_least(value, name, 1, "a positive integer", allow_none)
+
+
+def non_negative_int(value: Any, name: str, *, allow_none: bool = False) -> Any:
+    """``value`` as an ``int`` >= 0 (``bool`` and floats refused); ``None`` if ``allow_none``.
+
+    Example:
+        >>> non_negative_int(0, "seed")
+        0
+    """
+    return _int_at_least(value, name, 0, "a non-negative integer", allow_none)
+
+
+def _int_at_least(value: Any, name: str, low: int, kind: str, allow_none: bool) -> Any:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         either = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a positive integer{either}, got {value!r}")
+        raise ValueError(f"{name} must be {kind}{either}, got {value!r}")
     return int(value)
 
 

@@ -88,7 +88,8 @@ def gldv2_image_path(root: str | os.PathLike, image_id: str, *, ext: str = ".jpg
     image_id = validate_image_id(image_id)
     root = Path(root)
     path = root / image_id[0] / image_id[1] / image_id[2] / f"{image_id}{ext}"
-    # Belt and braces: the validated id cannot escape, but check what it resolves to anyway.
+    # An independent second check: should validate_image_id ever let a separator or '..'
+    # through, the path still cannot leave root.
     if not path.resolve().is_relative_to(root.resolve()):
         raise ValueError(f"image id {image_id!r} resolves outside {root}")
     return path

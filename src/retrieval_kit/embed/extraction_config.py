@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from retrieval_kit._checks import check_on_error, positive_int
+from retrieval_kit._checks import check_on_error, non_negative_int, positive_int
 from retrieval_kit.data.image_io import DEFAULT_MAX_PIXELS
 from retrieval_kit.data.transforms import RESIZE_MODES
 
@@ -75,10 +75,7 @@ class ExtractionConfig:
         positive_int(self.batch_size, "batch_size")
         positive_int(self.chunk_size, "chunk_size")
         positive_int(self.shape_step, "shape_step", allow_none=True)
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int):
-            raise ValueError(f"num_workers must be an int >= 0, got {self.num_workers!r}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {self.num_workers!r}")
+        non_negative_int(self.num_workers, "num_workers")
         positive_int(self.image_size, "image_size", allow_none=True)
         try:
             scales = tuple(float(s) for s in self.scales)

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
+from retrieval_kit._progress import progress_bar
 from retrieval_kit.backbones.data_config import DataConfig
 from retrieval_kit.data.failed_item import FailedItem
 from retrieval_kit.data.image_list_dataset import ImageListDataset
@@ -37,8 +37,6 @@ from retrieval_kit.train.distributed import resolve_rank
 __all__ = ["Extractor"]
 
 logger = logging.getLogger(__name__)
-
-Failure = tuple[int, str, str]
 
 
 class Extractor:
@@ -175,7 +173,7 @@ class Extractor:
         out: str | os.PathLike | None = None,
         rank: int | None = None,
         world_size: int | None = None,
-    ) -> tuple[np.ndarray, list[Failure]]:
+    ) -> tuple[np.ndarray, list[FailedItem]]:
         """Extract every row (or this rank's share) into memory or ``out``.
 
         See :func:`~retrieval_kit.embed.extract_embeddings` for the arguments and the result.
@@ -195,7 +193,7 @@ class Extractor:
         device = self._device()
         loader = self.loader(dataset, start, stop, paths, device)
         writer = _Writer(stop - start, target, cfg.chunk_size)
-        failed: list[Failure] = []
+        failed: list[FailedItem] = []
         was_training = self.model.training
         self.model.eval()
         autocast = (
@@ -207,15 +205,15 @@ class Extractor:
             with (
                 torch.inference_mode(),
                 autocast,
-                tqdm(
-                    total=stop - start, unit="img", desc="extract", disable=not cfg.progress
+                progress_bar(
+                    enabled=cfg.progress, total=stop - start, unit="img", desc="extract"
                 ) as bar,
             ):
                 for batch, rows, failures in self.batches(loader):
                     if failures:
                         if cfg.on_error == "raise":
                             _raise_first(failures)
-                        failed.extend((f.row, f.path, f.reason) for f in failures)
+                        failed.extend(f.without_error() for f in failures)
                     if rows:
                         x = batch.to(device, non_blocking=True)
                         emb = self.embed(x).float().cpu().numpy()
@@ -230,7 +228,7 @@ class Extractor:
         finally:
             self.model.train(was_training)
 
-        failed.sort(key=lambda f: f[0])
+        failed.sort(key=lambda f: f.row)
         if failed:
             logger.warning(
                 "%d of %d images could not be loaded (rows left zero); first: row %d %s: %s",

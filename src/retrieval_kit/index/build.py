@@ -12,8 +12,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval_kit._arrays import as_matrix, float32_chunk, normalize_ids
+from retrieval_kit._arrays import as_matrix, float32_chunk, float32_rows, normalize_ids
 from retrieval_kit._checks import check_metric
+from retrieval_kit._progress import progress_bar
 from retrieval_kit.index._faiss_io import METRICS, ivf_of, maybe_to_gpu
 from retrieval_kit.index.index import Index
 
@@ -110,7 +111,7 @@ def build_index(
         size = train_size if train_size is not None else max(50 * nlist, 10_000)
         size = min(n, int(size))
         rows = np.sort(rng.choice(n, size=size, replace=False)) if size < n else np.arange(n)
-        sample = _read_rows(x, rows, "embeddings")
+        sample = float32_rows(x, rows, "embeddings")
         t = time.perf_counter()
         index.train(sample)
         del sample
@@ -120,14 +121,10 @@ def build_index(
     tune = target_recall is not None and _tunable(index) is not None
     if tune:
         q_rows = np.sort(rng.choice(n, size=min(tune_queries, n), replace=False))
-        queries = _read_rows(x, q_rows, "embeddings")
+        queries = float32_rows(x, q_rows, "embeddings")
         heap = faiss.ResultHeap(len(q_rows), min(_GT_K, n), keep_max=metric == "ip")
 
-    chunks = range(0, n, chunk_size)
-    if progress:
-        from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
-
-        chunks = tqdm(chunks, desc="indexing", unit="chunk")
+    chunks = progress_bar(range(0, n, chunk_size), enabled=progress, desc="indexing", unit="chunk")
     t = time.perf_counter()
     for start in chunks:
         chunk = float32_chunk(x, start, start + chunk_size, "embeddings")
@@ -180,19 +177,6 @@ def _default_memory_budget() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):  # not POSIX
         return 8 << 30
-
-
-def _read_rows(x: np.ndarray, rows: np.ndarray, what: str) -> np.ndarray:
-    # Fancy indexing a memmap reads just these rows; rows are sorted for locality.
-    with np.errstate(over="ignore"):  # overflow gives inf, refused just below
-        out = np.ascontiguousarray(x[rows], dtype=np.float32)
-    ok = np.isfinite(out).all(axis=1)
-    if not ok.all():
-        raise ValueError(
-            f"{what} row {int(rows[np.flatnonzero(~ok)[0]])} contains NaN or inf (after "
-            "conversion to float32); fix or drop it before indexing"
-        )
-    return out
 
 
 def _tunable(index: faiss.Index) -> tuple[str, int] | None:

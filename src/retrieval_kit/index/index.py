@@ -21,6 +21,7 @@ from retrieval_kit._arrays import (
     normalize_ids,
 )
 from retrieval_kit._checks import check_metric, positive_int
+from retrieval_kit._progress import progress_bar
 from retrieval_kit._version import __version__
 from retrieval_kit.index._faiss_io import (
     METRICS,
@@ -274,11 +275,9 @@ class Index:
         if n > chunk_size:  # refuse bad rows before the first chunk goes in
             for start in range(0, n, chunk_size):
                 float32_chunk(x, start, start + chunk_size, "vectors")
-        chunks: Any = range(0, n, chunk_size)
-        if progress:
-            from tqdm import tqdm
-
-            chunks = tqdm(chunks, desc="adding", unit="chunk")
+        chunks = progress_bar(
+            range(0, n, chunk_size), enabled=progress, desc="adding", unit="chunk"
+        )
         before = len(self)
         try:
             for start in chunks:

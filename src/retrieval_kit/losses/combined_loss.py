@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,8 +11,6 @@ from retrieval_kit.losses.registry import create_loss, register_loss
 from retrieval_kit.miners.registry import create_miner
 
 __all__ = ["CombinedLoss"]
-
-logger = logging.getLogger(__name__)
 
 Part = torch.nn.Module | tuple | Mapping[str, Any]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -13,8 +12,6 @@ from retrieval_kit.metrics._checks import check_collections, check_mapping
 from retrieval_kit.metrics._checks import unknown_ids as find_unknown_ids
 
 __all__ = ["mean_average_precision_at_k", "recall_at_k"]
-
-logger = logging.getLogger(__name__)
 
 
 def mean_average_precision_at_k(

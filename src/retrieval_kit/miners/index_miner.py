@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import faiss
 import numpy as np
-from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
 from retrieval_kit._checks import check_metric, positive_int
-
-logger = logging.getLogger(__name__)
+from retrieval_kit._progress import progress_bar
 
 
 class HardNegatives(NamedTuple):
@@ -118,7 +115,7 @@ class IndexMiner:
         # k + class-size nearest neighbours (only same-class rows, self included, can be closer).
         order = np.argsort(own_size, kind="stable")
         starts = range(0, n, self.batch_size)
-        for start in tqdm(starts, desc="hard negatives", disable=not self.progress):
+        for start in progress_bar(starts, enabled=self.progress, desc="hard negatives"):
             q = order[start : start + self.batch_size]
             depth = int(min(n, k + own_size[q].max()))
             scores, nbrs = index.search(x[q], depth)

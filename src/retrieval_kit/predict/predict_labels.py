@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,8 +11,6 @@ from retrieval_kit._checks import positive_int
 from retrieval_kit.index.search_result import SearchResult
 
 __all__ = ["predict_labels"]
-
-logger = logging.getLogger(__name__)
 
 
 def predict_labels(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,8 +14,6 @@ from retrieval_kit.predict.predict_labels import predict_labels
 from retrieval_kit.rerank.reranker import Reranker, check_result, valid_mask
 
 __all__ = ["DiscriminativeReranker"]
-
-logger = logging.getLogger(__name__)
 
 
 class DiscriminativeReranker(Reranker):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,8 +21,6 @@ from retrieval_kit.index.search_result import SearchResult
 from retrieval_kit.rerank.reranker import Reranker, check_result, resort, valid_mask
 
 __all__ = ["DistractorReranker"]
-
-logger = logging.getLogger(__name__)
 
 
 class DistractorReranker(Reranker):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -10,10 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from retrieval_kit._checks import positive_int
+from retrieval_kit._checks import non_negative_int, positive_int
 from retrieval_kit.train.distributed import resolve_rank
-
-logger = logging.getLogger(__name__)
 
 
 class BaseBatchSampler(Sampler[list[int]]):
@@ -158,8 +155,7 @@ class BaseBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        non_negative_int(epoch, "epoch")
         if int(epoch) != self.epoch:
             self._yielded = 0
         self.epoch = int(epoch)
