@@ -168,7 +168,7 @@ def machine() -> str:
 
 def write_docs(path: Path, text: str) -> None:
     """Replace the block between the markers in ``path`` with ``text``, atomically."""
-    from retrieval_kit._io import atomic_write_text
+    from retrieval_kit.io import atomic_write_text
 
     doc = path.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)

@@ -194,7 +194,7 @@ def markdown(rows: list[dict], classes: int, dim: int, batch: int, seconds: floa
 
 def write_section(path: Path, section: str) -> None:
     """Replace the marked section of ``path`` (or append it), atomically."""
-    from retrieval_kit._io import atomic_write_text
+    from retrieval_kit.io import atomic_write_text
 
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if START in text and END in text:

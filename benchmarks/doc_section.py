@@ -12,7 +12,7 @@ import os
 import platform
 from pathlib import Path
 
-from retrieval_kit._io import atomic_write_text
+from retrieval_kit.io import atomic_write_text
 
 __all__ = ["machine_line", "write_section"]
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 import retrieval_kit as rk
-from retrieval_kit._io import atomic_write_text
+from retrieval_kit.io import atomic_write_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MULTI_SCALES = (1.0, 2**-0.5, 2**0.5)

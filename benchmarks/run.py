@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # the bench_* scripts are siblings, not a package
 
-from retrieval_kit._io import atomic_write_text  # noqa: E402
+from retrieval_kit.io import atomic_write_text  # noqa: E402
 
 SCALE_RESULTS = HERE / "results" / "simulate_scale.json"
 

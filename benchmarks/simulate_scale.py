@@ -41,8 +41,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import ClusteredSphere  # noqa: E402  (a sibling script, not a package)
-from retrieval_kit._io import atomic_write_json, atomic_write_text  # noqa: E402
 from retrieval_kit.index import build_index  # noqa: E402
+from retrieval_kit.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "simulate_scale.json"

@@ -6,13 +6,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-import logging
 import re
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 _UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from retrieval_kit._io import atomic_write, atomic_write_json, atomic_write_text
+from retrieval_kit.io import atomic_write, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_file(tmp_path):
@@ -48,3 +48,11 @@ def test_written_file_has_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_former_private_module_is_an_alias():
+    import retrieval_kit.io
+    from retrieval_kit import _io
+
+    assert _io.atomic_write is retrieval_kit.io.atomic_write
+    assert _io._fsync_dir is retrieval_kit.io.fsync_dir

@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import retrieval_kit as rk  # noqa: E402  (lazy: each kind imports only what it needs)
-from retrieval_kit._io import atomic_write, atomic_write_json  # noqa: E402
+from retrieval_kit.io import atomic_write, atomic_write_json  # noqa: E402
 
 BYTES = 24 << 20
 JSON_ROWS = 300_000

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 import retrieval_kit as rk
-from retrieval_kit._io import atomic_write_json
 from retrieval_kit.data import cleaning
+from retrieval_kit.io import atomic_write_json
 
 from .context import Context
 from .table import ImageRow, read_table, write_table

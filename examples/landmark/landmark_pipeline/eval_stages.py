@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import retrieval_kit as rk
-from retrieval_kit._io import atomic_write, atomic_write_json
+from retrieval_kit.io import atomic_write, atomic_write_json
 
 from .context import Context
 from .data_stages import load_split

@@ -72,7 +72,7 @@ def save_config(config: Config, out: Path) -> Path:
     """Write the config actually used to ``out/config.yaml`` (atomically)."""
     import yaml
 
-    from retrieval_kit._io import atomic_write_text
+    from retrieval_kit.io import atomic_write_text
 
     path = out / "config.yaml"
     text = "# The configuration this run used (written by run.py).\n" + yaml.safe_dump(
@@ -225,7 +225,7 @@ def run_stages(
 
 
 def _update_timings(out: Path, stage: str, seconds: float) -> None:
-    from retrieval_kit._io import atomic_write_json
+    from retrieval_kit.io import atomic_write_json
 
     path = out / "timings.json"
     timings = json.loads(path.read_text()) if path.is_file() else {}

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from retrieval_kit._io import atomic_write_json
+from retrieval_kit.io import atomic_write_json
 
 __all__ = ["StageMarker", "file_digest"]
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval_kit._io import atomic_write
+from retrieval_kit.io import atomic_write
 
 __all__ = ["ImageRow", "read_table", "write_table"]
 

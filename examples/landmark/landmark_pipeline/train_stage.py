@@ -12,7 +12,7 @@ import torch
 from pytorch_metric_learning.distances import LpDistance
 
 import retrieval_kit as rk
-from retrieval_kit._io import atomic_write_json
+from retrieval_kit.io import atomic_write_json
 
 from .config import Config, section_hash
 from .context import Context

@@ -10,12 +10,17 @@ Example:
 from __future__ import annotations
 
 from retrieval_kit.backbones import torchvision_families  # noqa: F401  (registers the families)
-from retrieval_kit.backbones._data_config import IMAGENET_MEAN, IMAGENET_STD, make_data_config
 from retrieval_kit.backbones._registry import (
     create_backbone,
     is_backbone,
     list_backbones,
     register_backbone,
+)
+from retrieval_kit.backbones.data_config import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DataConfig,
+    make_data_config,
 )
 from retrieval_kit.backbones.efficientnet_lite import (
     EFFICIENTNET_LITE0_DATA_CONFIG,
@@ -37,6 +42,7 @@ from retrieval_kit.backbones.state_dict import (
 )
 
 __all__ = [
+    "DataConfig",
     "EFFICIENTNET_LITE0_DATA_CONFIG",
     "EFFICIENTNET_LITE_DATA_CONFIGS",
     "IMAGENET_MEAN",

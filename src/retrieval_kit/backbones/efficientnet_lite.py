@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from retrieval_kit.backbones._data_config import make_data_config
 from retrieval_kit.backbones._registry import register_backbone
+from retrieval_kit.backbones.data_config import make_data_config
 from retrieval_kit.backbones.state_dict import map_state_dict_by_position
 from retrieval_kit.backbones.timm_backbone import import_timm
 
@@ -135,7 +135,7 @@ def _lite_trunk(variant: int, pretrained: bool, **kwargs: Any) -> nn.Module:
         model.load_state_dict(sd)
         logger.info("loaded offline ImageNet weights into %s", arch)
     # Mean/std 0.5 for these weights, not timm's ImageNet default (see the module docstring).
-    model.data_config = dict(EFFICIENTNET_LITE_DATA_CONFIGS[arch])
+    model.data_config = EFFICIENTNET_LITE_DATA_CONFIGS[arch]
     return model
 
 

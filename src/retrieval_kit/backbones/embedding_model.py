@@ -16,11 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval_kit.backbones._data_config import (
-    check_data_config,
-    data_config_from_timm,
-    make_data_config,
-)
+from retrieval_kit._checks import positive_int
+from retrieval_kit.backbones.data_config import DataConfig
 from retrieval_kit.backbones.pooling import ClassToken, get_pooling
 
 logger = logging.getLogger(__name__)
@@ -72,12 +69,7 @@ class EmbeddingModel(nn.Module):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        if embedding_dim is not None and (
-            isinstance(embedding_dim, bool)
-            or not isinstance(embedding_dim, int)
-            or embedding_dim <= 0
-        ):
-            raise ValueError(f"embedding_dim must be a positive int or None, got {embedding_dim!r}")
+        embedding_dim = positive_int(embedding_dim, "embedding_dim", allow_none=True)
         self.name = name or type(trunk).__name__
         self.trunk = trunk
         self._use_forward_features = callable(getattr(trunk, "forward_features", None))
@@ -112,16 +104,24 @@ class EmbeddingModel(nn.Module):
             self.embedding_dim = int(embedding_dim)
         self.normalize = bool(normalize)
 
+    @property
+    def data_config(self) -> DataConfig:
+        """The preprocessing; assigning a mapping (``dict(model.data_config, image_size=320)``)
+        validates it into a :class:`DataConfig`."""
+        return self._data_config
+
+    @data_config.setter
+    def data_config(self, value: Mapping[str, Any]) -> None:
+        self._data_config = DataConfig.from_mapping(value, where=f"backbone {self.name!r}")
+
     def _resolve_data_config(
         self, trunk: nn.Module, data_config: Mapping[str, Any] | None
-    ) -> dict[str, Any]:
+    ) -> Mapping[str, Any]:
         if data_config is None:
             data_config = getattr(trunk, "data_config", None)
         if data_config is None and isinstance(getattr(trunk, "pretrained_cfg", None), Mapping):
-            data_config = data_config_from_timm(trunk.pretrained_cfg)
-        if data_config is None:
-            data_config = make_data_config()
-        return check_data_config(data_config, where=f"backbone {self.name!r}")
+            data_config = DataConfig.from_timm(trunk.pretrained_cfg)
+        return DataConfig() if data_config is None else data_config
 
     def _check_class_token(self, trunk: nn.Module) -> None:
         has_class_token = getattr(trunk, "has_class_token", None)

@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from retrieval_kit._io import atomic_write
 from retrieval_kit._version import __version__
-from retrieval_kit.backbones._data_config import check_data_config
 from retrieval_kit.backbones._registry import create_backbone, is_backbone
+from retrieval_kit.backbones.data_config import DataConfig
 from retrieval_kit.backbones.embedding_model import EmbeddingModel
 from retrieval_kit.backbones.model_file_error import ModelFileError
 from retrieval_kit.backbones.pooling import MAC, ClassToken, GeM, SPoC
 from retrieval_kit.backbones.state_dict import _load_strict
+from retrieval_kit.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _architecture(model: EmbeddingModel) -> dict[str, Any]:
         "pooling": _pooling_spec(model.pooling),
         "normalize": bool(model.normalize),
         "num_features": model.num_features,
-        "data_config": {k: _plain_json(v, k) for k, v in model.data_config.items()},
+        "data_config": {k: _plain_json(v, k) for k, v in DataConfig.of(model, "the model").items()},
     }
 
 
@@ -238,7 +238,7 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
         )
     pooling = _pooling_from_spec(arch.get("pooling"), path)
     try:
-        data_config = check_data_config(arch["data_config"], where=str(path))
+        data_config = DataConfig.from_mapping(arch["data_config"], where=str(path))
         model = create_backbone(
             name,
             pretrained=False,

@@ -16,12 +16,8 @@ Example:
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["MAC", "ClassToken", "GeM", "SPoC", "gem", "get_pooling", "mac", "spoc"]
 

@@ -77,7 +77,7 @@ def timm_trunk(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn.M
     """A timm model without classifier (``num_classes=0``); features come from ``forward_features``.
 
     Its ``pretrained_cfg`` (mean, std, input size, crop_pct) becomes the EmbeddingModel's
-    data_config (see :func:`retrieval_kit.backbones._data_config.data_config_from_timm`).
+    data_config (see :func:`retrieval_kit.backbones.DataConfig.from_timm`).
     ``hf-hub:org/name`` names are passed to timm; they need the Hugging Face cache (even with
     ``pretrained=False``, for the architecture's config.json) and work offline from it.
 

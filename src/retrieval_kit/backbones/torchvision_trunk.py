@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from retrieval_kit.backbones._data_config import make_data_config
+from retrieval_kit.backbones.data_config import DataConfig, make_data_config
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _weights_enum(
         raise ValueError(f"unknown weights {weights!r} for {arch}; known: {known}") from None
 
 
-def torchvision_data_config(weights: torchvision.models.WeightsEnum) -> dict[str, Any]:
+def torchvision_data_config(weights: torchvision.models.WeightsEnum) -> DataConfig:
     """The data config of torchvision's eval transform for ``weights`` (resize, crop, mean, std).
 
     Example:

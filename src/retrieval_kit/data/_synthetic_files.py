@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from retrieval_kit._io import atomic_write, atomic_write_json
+from retrieval_kit.io import atomic_write, atomic_write_json
 
 # Bumped whenever the drawing changes, so a manifest from an older generator is not mistaken for
 # the current output.

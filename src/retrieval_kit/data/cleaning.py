@@ -38,8 +38,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from retrieval_kit._io import atomic_write
+from retrieval_kit._checks import check_on_error
+from retrieval_kit._progress import progress_bar
+from retrieval_kit.backbones.data_config import IMAGENET_MEAN, IMAGENET_STD
+from retrieval_kit.data.failed_item import FailedItem
 from retrieval_kit.data.image_io import load_image
+from retrieval_kit.io import atomic_write
 
 __all__ = [
     "PLACES365_NUM_CLASSES",
@@ -58,8 +62,6 @@ PLACES365_NUM_CLASSES = 365
 
 # Places365-CNN evaluation preprocessing (CSAIL run_placesCNN_basic.py): 256 squash, 224 centre
 # crop, ImageNet mean/std.
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 _CACHE_HEADER = "# retrieval_kit places365 top categories v1 fingerprint="
 
@@ -148,7 +150,7 @@ def load_places365_model(
 
 def _load_batch(
     items: list[tuple[int, str]], image_size: int, resize_size: int
-) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+) -> tuple[list[int], torch.Tensor | None, list[FailedItem]]:
     # A DataLoader collate_fn (module level so worker processes can pickle it): decode, squash,
     # centre-crop, normalise; failures (rk.data.load_image names the reason: truncated, not an
     # image, decompression bomb ...) are returned, not raised, so the caller decides.
@@ -159,10 +161,10 @@ def _load_batch(
         try:
             im = load_image(path).resize((resize_size, resize_size), Image.BILINEAR)
             t = F.center_crop(F.to_tensor(im), [image_size, image_size])
-            tensors.append(F.normalize(t, _MEAN, _STD))
+            tensors.append(F.normalize(t, IMAGENET_MEAN, IMAGENET_STD))
             rows.append(row)
         except Exception as e:  # noqa: BLE001 - any decoding error is reported with the file
-            failed.append((row, f"{type(e).__name__}: {e}"))
+            failed.append(FailedItem(row, path, f"{type(e).__name__}: {e}"))
     return rows, (torch.stack(tensors) if tensors else None), failed
 
 
@@ -248,8 +250,7 @@ def places365_top_categories(
     Example:
         >>> top = places365_top_categories(model, ["a.jpg"], cache_path="c.csv")  # doctest: +SKIP
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_on_error(on_error)
     paths = [str(p) for p in paths]
     keys = [str(i) for i in ids] if ids is not None else list(paths)
     if len(keys) != len(paths):
@@ -282,17 +283,13 @@ def places365_top_categories(
         num_workers=num_workers,
         collate_fn=partial(_load_batch, image_size=image_size, resize_size=resize_size),
     )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="places365", unit="img")
+    bar = progress_bar(enabled=progress, total=len(todo), desc="places365", unit="img")
     try:
         for rows, batch, failed in loader:
-            for row, reason in failed:
+            for item in failed:
                 if on_error == "raise":
-                    raise ValueError(f"cannot read image {paths[row]}: {reason}")
-                logger.warning("skipping unreadable image %s: %s", paths[row], reason)
+                    raise ValueError(f"cannot read image {item.path}: {item.reason}")
+                logger.warning("skipping unreadable image %s: %s", item.path, item.reason)
             if batch is not None:
                 logits = model(batch.to(device))
                 top = logits.topk(top_k, dim=1).indices.cpu().tolist()
@@ -303,13 +300,11 @@ def places365_top_categories(
                         "".join(f"{keys[r]},{' '.join(map(str, c))}\n" for r, c in zip(rows, top))
                     )
                     cache_file.flush()
-            if bar is not None:
-                bar.update(len(rows) + len(failed))
+            bar.update(len(rows) + len(failed))
     finally:
         if cache_file is not None:
             cache_file.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     return results
 
 

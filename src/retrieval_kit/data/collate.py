@@ -32,10 +32,10 @@ def collate_images(batch: Sequence[Any]) -> ImageBatch:
         >>> items = [(torch.ones(3, 2, 2), 5, 0), FailedItem(1, "x.jpg", "not an image")]
         >>> out = collate_images(items)
         >>> out.images.shape, out.rows.tolist(), out.failures
-        (torch.Size([1, 3, 2, 2]), [0], [(1, 'x.jpg', 'not an image')])
+        (torch.Size([1, 3, 2, 2]), [0], [FailedItem(row=1, path='x.jpg', reason='not an image')])
     """
     good = [item for item in batch if not isinstance(item, FailedItem)]
-    failures = [(f.row, f.path, f.reason) for f in batch if isinstance(f, FailedItem)]
+    failures = [f.without_error() for f in batch if isinstance(f, FailedItem)]
     if good:
         images = torch.stack([item[0] for item in good])
         targets = default_collate([item[1] for item in good])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,8 @@ def gldv2_image_path(root: str | os.PathLike, image_id: str, *, ext: str = ".jpg
     image_id = validate_image_id(image_id)
     root = Path(root)
     path = root / image_id[0] / image_id[1] / image_id[2] / f"{image_id}{ext}"
-    # Belt and braces: the validated id cannot escape, but check what it resolves to anyway.
+    # An independent second check: should validate_image_id ever let a separator or '..'
+    # through, the path still cannot leave root.
     if not path.resolve().is_relative_to(root.resolve()):
         raise ValueError(f"image id {image_id!r} resolves outside {root}")
     return path
@@ -213,23 +214,14 @@ def read_solution_csv(
         >>> sol = read_solution_csv("solution.csv", usage="Private")  # doctest: +SKIP
         >>> truth = solution_dict(sol)  # doctest: +SKIP
     """
-    keep = {usage} if isinstance(usage, str) else (set(usage) if usage is not None else None)
-    ids: list[str] = []
-    landmarks: list[list[int]] = []
-    usages: list[str] = []
-    seen: dict[str, int] = {}
-    for line, row in _rows(path, required=("id", "landmarks", "Usage")):
-        image_id = _id(row["id"], path, line, seen)
-        labels = [_int(v, path, line, "landmarks") for v in (row["landmarks"] or "").split()]
+
+    def landmarks(values: list[str], line: int, image_id: str) -> list[int]:
+        labels = [_int(v, path, line, "landmarks") for v in values]
         if not labels and not allow_empty:
             raise ValueError(f"{path}: line {line}: id {image_id!r} has an empty landmarks list")
-        row_usage = (row["Usage"] or "").strip()
-        if keep is not None and row_usage not in keep:
-            continue
-        ids.append(image_id)
-        landmarks.append(labels)
-        usages.append(row_usage)
-    return {"id": ids, "landmarks": landmarks, "usage": usages}
+        return labels
+
+    return _read_solution(path, "landmarks", usage, landmarks)
 
 
 def read_retrieval_solution_csv(
@@ -253,22 +245,36 @@ def read_retrieval_solution_csv(
         >>> sol = read_retrieval_solution_csv("retrieval_solution_v2.1.csv")  # doctest: +SKIP
         >>> relevant = solution_dict(sol)  # doctest: +SKIP
     """
+
+    def images(values: list[str], line: int, image_id: str) -> list[str]:
+        in_row: dict[str, int] = {}
+        return [_id(v, path, line, in_row) for v in values]
+
+    return _read_solution(path, "images", usage, images)
+
+
+def _read_solution(
+    path: str | os.PathLike,
+    column: str,
+    usage: str | Collection[str] | None,
+    parse: Callable[[list[str], int, str], list],
+) -> dict[str, list]:
+    # The two Kaggle solution files share a layout: id, a space-separated list, Usage.
     keep = {usage} if isinstance(usage, str) else (set(usage) if usage is not None else None)
     ids: list[str] = []
-    images: list[list[str]] = []
+    values: list[list] = []
     usages: list[str] = []
     seen: dict[str, int] = {}
-    for line, row in _rows(path, required=("id", "images", "Usage")):
+    for line, row in _rows(path, required=("id", column, "Usage")):
         image_id = _id(row["id"], path, line, seen)
-        in_row: dict[str, int] = {}
-        relevant = [_id(v, path, line, in_row) for v in (row["images"] or "").split()]
+        parsed = parse((row[column] or "").split(), line, image_id)
         row_usage = (row["Usage"] or "").strip()
         if keep is not None and row_usage not in keep:
             continue
         ids.append(image_id)
-        images.append(relevant)
+        values.append(parsed)
         usages.append(row_usage)
-    return {"id": ids, "images": images, "usage": usages}
+    return {"id": ids, column: values, "usage": usages}
 
 
 def solution_dict(solution: dict[str, list]) -> dict[str, list]:

@@ -6,6 +6,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from retrieval_kit.data.failed_item import FailedItem
+
 __all__ = ["ImageBatch"]
 
 
@@ -16,7 +18,8 @@ class ImageBatch(NamedTuple):
         images: ``(G, C, H, W)`` tensor of the G items that loaded (empty if none did).
         targets: their labels (a tensor when the labels are numbers, else a list).
         rows: ``(G,)`` int64 tensor, the dataset rows of those items.
-        failures: ``[(row, path, reason), ...]`` for the items that did not load, in batch order.
+        failures: a :class:`FailedItem` ``(row, path, reason)`` for each item that did not
+            load, in batch order.
 
     Example:
         >>> batch = ImageBatch(torch.zeros(0, 3, 4, 4), [], torch.zeros(0, dtype=torch.long), [])
@@ -27,4 +30,4 @@ class ImageBatch(NamedTuple):
     images: torch.Tensor
     targets: Any
     rows: torch.Tensor
-    failures: list[tuple[int, str, str]]
+    failures: list[FailedItem]

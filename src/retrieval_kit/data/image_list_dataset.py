@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,12 +10,11 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
+from retrieval_kit._checks import check_on_error
 from retrieval_kit.data.failed_item import FailedItem
 from retrieval_kit.data.image_io import DEFAULT_MAX_PIXELS, load_image
 
 __all__ = ["ImageListDataset"]
-
-_ON_ERROR = ("raise", "skip")
 
 
 class ImageListDataset(Dataset):
@@ -56,8 +54,7 @@ class ImageListDataset(Dataset):
     ) -> None:
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise TypeError("paths must be a sequence of paths, not a single path")
-        if on_error not in _ON_ERROR:
-            raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+        check_on_error(on_error)
         self.paths = [os.fspath(p) for p in paths]
         if labels is not None:
             labels = list(labels)
@@ -85,7 +82,7 @@ class ImageListDataset(Dataset):
         except OSError as exc:  # ImageLoadError and friends; a bug in the transform still raises
             if self.on_error == "raise":
                 raise
-            return FailedItem(index, path, _reason(exc), _portable(exc))
+            return FailedItem.from_exception(index, path, exc)
         if self.transform is None:
             image = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)
             image = image.as_subclass(torch.Tensor)
@@ -99,21 +96,3 @@ class ImageListDataset(Dataset):
             f"{type(self).__name__}(n={len(self)}, labels={self.labels is not None}, "
             f"on_error={self.on_error!r})"
         )
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, str) and reason:
-        return reason
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _portable(exc: BaseException) -> BaseException | None:
-    # Only keep the exception if it can cross from a DataLoader worker to the main process.
-    if torch.utils.data.get_worker_info() is None:
-        return exc
-    try:
-        pickle.dumps(exc)
-    except Exception:
-        return None
-    return exc

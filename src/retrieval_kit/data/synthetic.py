@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from retrieval_kit._progress import progress_bar
 from retrieval_kit.data._synthetic_buildings import canvas_size, draw_building, landmark_spec
 from retrieval_kit.data._synthetic_files import (
     GENERATOR_VERSION,
@@ -329,7 +329,9 @@ def _draw_images(
     seed, size = p["seed"], p["image_size"]
     specs = [_landmark_spec(seed, label, p["family_size"]) for label in range(p["num_landmarks"])]
     layers: dict[int, Image.Image] = {}  # each building drawn once, on first use
-    with tqdm(total=len(images), desc="synthetic images", unit="img", disable=not progress) as bar:
+    with progress_bar(
+        enabled=progress, total=len(images), desc="synthetic images", unit="img"
+    ) as bar:
         for im in images:
             rng = _rng(seed, _K_VIEW, _SPLIT_KEY[im.split], im.number)
             if im.landmark_view:

@@ -11,15 +11,15 @@ antialiased ``v2.Resize``, so a square image gives the same tensor under ``"squa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torchvision.transforms import v2
 
-__all__ = ["RESIZE_MODES", "build_eval_transform", "build_train_transform", "long_side_shape"]
+from retrieval_kit._checks import positive_int
+from retrieval_kit.backbones.data_config import DataConfig
 
-_KEYS = ("mean", "std", "image_size", "resize_size")
+__all__ = ["RESIZE_MODES", "build_eval_transform", "build_train_transform", "long_side_shape"]
 
 #: The eval resize modes: aspect kept with the long side at ``image_size``; squashed to a square;
 #: short side to ``resize_size`` (scaled with ``image_size``) then the central square.
@@ -104,16 +104,15 @@ def build_eval_transform(
         >>> build_eval_transform(cfg, resize="long_side")(Image.new("RGB", (50, 20))).shape
         torch.Size([3, 13, 32])
     """
-    cfg = _check_config(data_config)
-    size = _check_size(cfg["image_size"] if image_size is None else image_size, "image_size")
-    step = _check_size(step, "step")
+    cfg = DataConfig.of(data_config)
+    size = positive_int(cfg.image_size if image_size is None else image_size, "image_size")
+    step = positive_int(step, "step")
     if resize == "squash":
         resizing: list[Any] = [v2.Resize((size, size), antialias=True)]
     elif resize == "long_side":
         resizing = [_ResizeLongSide(size, step)]
     elif resize == "center_crop":
-        base = _check_size(cfg["image_size"], "data_config['image_size']")
-        short = max(size, round(_check_size(cfg["resize_size"], "resize_size") * size / base))
+        short = max(size, round(cfg.resize_size * size / cfg.image_size))
         resizing = [v2.Resize(short, antialias=True), v2.CenterCrop(size)]
     else:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
@@ -122,7 +121,7 @@ def build_eval_transform(
             v2.ToImage(),
             *resizing,
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(cfg["mean"]), std=list(cfg["std"])),
+            v2.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
         ]
     )
 
@@ -154,10 +153,10 @@ def build_train_transform(
         >>> cfg = {"mean": (0.5,) * 3, "std": (0.5,) * 3, "image_size": 224, "resize_size": 256}
         >>> t = build_train_transform(cfg)  # squash 256x256, random 224 crop, flip
     """
-    cfg = _check_config(data_config)
-    base = _check_size(cfg["image_size"], "data_config['image_size']")
-    size = _check_size(base if image_size is None else image_size, "image_size")
-    resize = _check_size(cfg["resize_size"], "data_config['resize_size']")
+    cfg = DataConfig.of(data_config)
+    base = cfg.image_size
+    size = positive_int(base if image_size is None else image_size, "image_size")
+    resize = cfg.resize_size
     if size != base:
         resize = max(size, round(resize * size / base))
     if resize < size:
@@ -171,32 +170,6 @@ def build_train_transform(
         steps.append(v2.RandomHorizontalFlip())
     steps += [
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(cfg["mean"]), std=list(cfg["std"])),
+        v2.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
     ]
     return v2.Compose(steps)
-
-
-def _check_config(data_config: Any) -> Mapping[str, Any]:
-    if not isinstance(data_config, Mapping) and hasattr(data_config, "data_config"):
-        data_config = data_config.data_config
-    if not isinstance(data_config, Mapping):
-        raise TypeError(
-            "data_config must be a mapping or have a .data_config, got "
-            f"{type(data_config).__name__}"
-        )
-    missing = [k for k in _KEYS if k not in data_config]
-    if missing:
-        raise KeyError(f"data_config is missing key(s) {missing}; it needs {list(_KEYS)}")
-    for key in ("mean", "std"):
-        value = data_config[key]
-        if len(value) != 3:
-            raise ValueError(f"data_config[{key!r}] must have 3 values, got {value!r}")
-    if any(float(s) <= 0 for s in data_config["std"]):
-        raise ValueError(f"data_config['std'] must be positive, got {data_config['std']!r}")
-    return data_config
-
-
-def _check_size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value

@@ -16,12 +16,11 @@ import numpy as np
 from torch import nn
 from torch.utils.data import Dataset
 
+from retrieval_kit.data.failed_item import FailedItem
 from retrieval_kit.embed.extraction_config import ExtractionConfig
 from retrieval_kit.embed.extractor import Extractor
 
 __all__ = ["extract_embeddings"]
-
-Failure = tuple[int, str, str]
 
 
 def extract_embeddings(
@@ -33,7 +32,7 @@ def extract_embeddings(
     rank: int | None = None,
     world_size: int | None = None,
     **options: Any,
-) -> tuple[np.ndarray, list[Failure]]:
+) -> tuple[np.ndarray, list[FailedItem]]:
     """Embed images with ``model``: one float32 row per input, in input order.
 
     Args:

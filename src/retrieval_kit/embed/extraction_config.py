@@ -7,12 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from retrieval_kit._checks import check_on_error, non_negative_int, positive_int
 from retrieval_kit.data.image_io import DEFAULT_MAX_PIXELS
 from retrieval_kit.data.transforms import RESIZE_MODES
 
 __all__ = ["ExtractionConfig"]
-
-_ON_ERROR = ("raise", "skip")
 
 
 @dataclass(frozen=True)
@@ -72,21 +71,12 @@ class ExtractionConfig:
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
-        if self.on_error not in _ON_ERROR:
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
-        for name in ("batch_size", "chunk_size", "shape_step"):
-            value = getattr(self, name)
-            if name == "shape_step" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value!r}")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int):
-            raise ValueError(f"num_workers must be an int >= 0, got {self.num_workers!r}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {self.num_workers!r}")
-        size = self.image_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ValueError(f"image_size must be a positive int or None, got {size!r}")
+        check_on_error(self.on_error)
+        positive_int(self.batch_size, "batch_size")
+        positive_int(self.chunk_size, "chunk_size")
+        positive_int(self.shape_step, "shape_step", allow_none=True)
+        non_negative_int(self.num_workers, "num_workers")
+        positive_int(self.image_size, "image_size", allow_none=True)
         try:
             scales = tuple(float(s) for s in self.scales)
         except (TypeError, ValueError):

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
+from retrieval_kit._progress import progress_bar
+from retrieval_kit.backbones.data_config import DataConfig
 from retrieval_kit.data.failed_item import FailedItem
-from retrieval_kit.data.image_list_dataset import ImageListDataset, _portable, _reason
+from retrieval_kit.data.image_list_dataset import ImageListDataset
 from retrieval_kit.data.image_load_error import ImageLoadError
 from retrieval_kit.data.transforms import build_eval_transform
 from retrieval_kit.embed._writer import _Writer
@@ -31,12 +32,11 @@ from retrieval_kit.embed.extraction_config import ExtractionConfig
 from retrieval_kit.embed.multiscale import multiscale_embed, multiscale_power
 from retrieval_kit.embed.retrieval_size import retrieval_image_size
 from retrieval_kit.embed.shards import _npy_path, shard_path, shard_range, write_meta
+from retrieval_kit.train.distributed import resolve_rank
 
 __all__ = ["Extractor"]
 
 logger = logging.getLogger(__name__)
-
-Failure = tuple[int, str, str]
 
 
 class Extractor:
@@ -173,7 +173,7 @@ class Extractor:
         out: str | os.PathLike | None = None,
         rank: int | None = None,
         world_size: int | None = None,
-    ) -> tuple[np.ndarray, list[Failure]]:
+    ) -> tuple[np.ndarray, list[FailedItem]]:
         """Extract every row (or this rank's share) into memory or ``out``.
 
         See :func:`~retrieval_kit.embed.extract_embeddings` for the arguments and the result.
@@ -181,7 +181,9 @@ class Extractor:
         cfg = self.config
         dataset, paths = self.dataset(images)
         num_rows = len(dataset)
-        rank, world_size = _resolve_rank(rank, world_size)
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither")
+        rank, world_size = resolve_rank(rank, world_size)
         start, stop = shard_range(num_rows, rank, world_size)
         target = None
         if out is not None:
@@ -191,7 +193,7 @@ class Extractor:
         device = self._device()
         loader = self.loader(dataset, start, stop, paths, device)
         writer = _Writer(stop - start, target, cfg.chunk_size)
-        failed: list[Failure] = []
+        failed: list[FailedItem] = []
         was_training = self.model.training
         self.model.eval()
         autocast = (
@@ -203,15 +205,15 @@ class Extractor:
             with (
                 torch.inference_mode(),
                 autocast,
-                tqdm(
-                    total=stop - start, unit="img", desc="extract", disable=not cfg.progress
+                progress_bar(
+                    enabled=cfg.progress, total=stop - start, unit="img", desc="extract"
                 ) as bar,
             ):
                 for batch, rows, failures in self.batches(loader):
                     if failures:
                         if cfg.on_error == "raise":
                             _raise_first(failures)
-                        failed.extend((f.row, f.path, f.reason) for f in failures)
+                        failed.extend(f.without_error() for f in failures)
                     if rows:
                         x = batch.to(device, non_blocking=True)
                         emb = self.embed(x).float().cpu().numpy()
@@ -226,7 +228,7 @@ class Extractor:
         finally:
             self.model.train(was_training)
 
-        failed.sort(key=lambda f: f[0])
+        failed.sort(key=lambda f: f.row)
         if failed:
             logger.warning(
                 "%d of %d images could not be loaded (rows left zero); first: row %d %s: %s",
@@ -275,14 +277,14 @@ class Extractor:
             return int(self.embed(torch.zeros(1, 3, size, size, device=device)).shape[1])
 
 
-def _data_config(model: nn.Module) -> Any:
+def _data_config(model: nn.Module) -> DataConfig:
     config = getattr(model, "data_config", None)
     if config is None:
         raise ValueError(
             "model has no data_config (mean, std, image_size, resize_size): give it one, or pass "
             "a Dataset with its own transform"
         )
-    return config
+    return DataConfig.of(config, "the model")
 
 
 def _raise_first(failures: list[FailedItem]) -> None:
@@ -290,17 +292,6 @@ def _raise_first(failures: list[FailedItem]) -> None:
     if first.error is not None:
         raise first.error
     raise ImageLoadError(first.path, first.reason)
-
-
-def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if (rank is None) != (world_size is None):
-        raise ValueError("give both rank and world_size, or neither")
-    if rank is None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-    shard_range(0, rank, world_size)  # validates
-    return rank, world_size
 
 
 def _take(parts: list[tuple[torch.Tensor, list[int]]], n: int) -> tuple[torch.Tensor, list[int]]:
@@ -335,7 +326,7 @@ class _Rows(Dataset):
         try:
             item = self.dataset[row]
         except OSError as exc:  # image and file errors; other exceptions are bugs and propagate
-            return FailedItem(row, self._path(row), _reason(exc), _portable(exc))
+            return FailedItem.from_exception(row, self._path(row), exc)
         if isinstance(item, FailedItem):
             return item._replace(row=row)
         image = item[0] if isinstance(item, (tuple, list)) else item

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval_kit._io import _fsync_dir, atomic_write_json
+from retrieval_kit.io import atomic_write_json, fsync_dir
 
 __all__ = ["merge_shards", "meta_path", "shard_path", "shard_range"]
 
@@ -203,7 +203,7 @@ def _npy_path(out: str | os.PathLike) -> Path:
 
 def _tmp_path(out: Path) -> str:
     # np.lib.format.open_memmap needs a file name (it maps the file read-write), so we cannot use
-    # _io.atomic_write's file object; same pattern: a temporary file in the destination folder,
+    # io.atomic_write's file object; same pattern: a temporary file in the destination folder,
     # renamed over the destination once complete.
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -224,7 +224,7 @@ def finish_tmp(tmp: str, out: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
 def _discover_world_size(out: Path) -> int:

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kit._io import atomic_write
+from retrieval_kit._checks import positive_int
+from retrieval_kit.io import atomic_write
 
 __all__ = ["Whitening"]
 
@@ -62,8 +63,7 @@ class Whitening:
     """
 
     def __init__(self, dim: int | None = None, *, shrinkage: float = 0.0) -> None:
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-            raise ValueError(f"dim must be a positive int or None, got {dim!r}")
+        dim = positive_int(dim, "dim", allow_none=True)
         if not 0.0 <= float(shrinkage) <= 1.0:
             raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage!r}")
         self.dim = dim

@@ -1,7 +1,9 @@
-"""Plain faiss index files: recognising them, writing them atomically, opening them memory-mapped.
+"""faiss helpers of the index subpackage (a leaf: it imports no other module of the package but io).
 
-faiss stores no checksum and no ids; these helpers only add what the library needs around
-``faiss.write_index`` / ``faiss.read_index``.
+Plain faiss index files (recognising them, writing them atomically, opening them memory-mapped),
+the metric names, the IVF part of an index and the optional move to GPU. faiss stores no checksum
+and no ids; these helpers only add what the library needs around ``faiss.write_index`` /
+``faiss.read_index``.
 """
 
 from __future__ import annotations
@@ -10,18 +12,24 @@ import os
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 import faiss
 
-from retrieval_kit._io import atomic_write
+from retrieval_kit.io import atomic_write
 
 __all__ = [
+    "METRICS",
     "external_lists",
     "file_kind",
+    "ivf_of",
+    "maybe_to_gpu",
     "mmap_flags",
     "mmapped_part",
     "write_faiss_atomic",
 ]
+
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
 _ZIP_MAGIC = b"PK\x03\x04"
 # Every float index file faiss writes starts with a four-character code ("IxFI" IndexFlatIP,
@@ -72,11 +80,29 @@ def _unwrap(index: faiss.Index) -> faiss.Index:
     return index
 
 
-def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+def ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The IVF index inside ``index`` (behind any transform), or ``None`` for other kinds."""
     try:
         return faiss.extract_index_ivf(index)
     except RuntimeError:
         return None
+
+
+def maybe_to_gpu(index: faiss.Index, gpu: bool | str) -> tuple[faiss.Index, Any]:
+    """Move ``index`` to GPU 0 when asked (``True``) or possible (``"auto"``).
+
+    Returns the index and the GPU resources that must live as long as it (``None`` on CPU).
+    """
+    if gpu not in (True, False, "auto"):
+        raise ValueError(f"gpu must be True, False or 'auto', got {gpu!r}")
+    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if gpu is True and n_gpus == 0:
+        raise RuntimeError("gpu=True but faiss sees no GPU (is faiss-gpu installed?)")
+    if gpu is False or n_gpus == 0:
+        return index, None
+    # faiss's standard recipe; the test suite runs on CPU-only faiss, so this line is untested.
+    res = faiss.StandardGpuResources()
+    return faiss.index_cpu_to_gpu(res, 0, index), res
 
 
 def mmapped_part(index: faiss.Index) -> str | None:
@@ -86,7 +112,7 @@ def mmapped_part(index: faiss.Index) -> str | None:
     (flat, PQ and SQ codes, also behind a PCA/OPQ transform), the codes of Flat/PQ/SQ indexes and
     HNSW's vectors and neighbour lists. Fast-scan IVF lists are read into memory.
     """
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     if ivf is not None:
         lists = faiss.downcast_InvertedLists(ivf.invlists)
         if isinstance(lists, (faiss.ArrayInvertedLists, faiss.OnDiskInvertedLists)):
@@ -106,7 +132,7 @@ def external_lists(index: faiss.Index) -> bool:
 
     Serialising such an index writes only a reference to that file, never the vectors.
     """
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     if ivf is None:
         return False
     return isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists)

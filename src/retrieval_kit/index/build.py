@@ -12,8 +12,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval_kit.index._arrays import as_matrix, float32_chunk, normalize_ids
-from retrieval_kit.index.index import _METRICS, Index
+from retrieval_kit._arrays import as_matrix, float32_chunk, float32_rows, normalize_ids
+from retrieval_kit._checks import check_metric
+from retrieval_kit._progress import progress_bar
+from retrieval_kit.index._faiss_io import METRICS, ivf_of, maybe_to_gpu
+from retrieval_kit.index.index import Index
 
 __all__ = ["auto_factory", "build_index"]
 
@@ -79,8 +82,7 @@ def build_index(
     n, d = x.shape
     if n == 0:
         raise ValueError("cannot build an index over an empty database (0 vectors)")
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
+    check_metric(metric)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     if target_recall is not None and not 0.0 < target_recall <= 1.0:
@@ -95,13 +97,13 @@ def build_index(
     if not isinstance(factory, str):
         raise TypeError(f"factory must be a string, got {type(factory).__name__}")
     try:
-        index = faiss.index_factory(d, factory, _METRICS[metric])
+        index = faiss.index_factory(d, factory, METRICS[metric])
     except RuntimeError as e:
         raise ValueError(f"faiss cannot build factory string {factory!r}: {e}") from e
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     if ivf is not None:
         ivf.cp.seed = seed
-    index, gpu_res = _maybe_to_gpu(index, gpu)
+    index, gpu_res = maybe_to_gpu(index, gpu)
     info: dict[str, Any] = {"n": n, "chunk_size": chunk_size, "seed": seed}
 
     if not index.is_trained:
@@ -109,7 +111,7 @@ def build_index(
         size = train_size if train_size is not None else max(50 * nlist, 10_000)
         size = min(n, int(size))
         rows = np.sort(rng.choice(n, size=size, replace=False)) if size < n else np.arange(n)
-        sample = _read_rows(x, rows, "embeddings")
+        sample = float32_rows(x, rows, "embeddings")
         t = time.perf_counter()
         index.train(sample)
         del sample
@@ -119,20 +121,16 @@ def build_index(
     tune = target_recall is not None and _tunable(index) is not None
     if tune:
         q_rows = np.sort(rng.choice(n, size=min(tune_queries, n), replace=False))
-        queries = _read_rows(x, q_rows, "embeddings")
+        queries = float32_rows(x, q_rows, "embeddings")
         heap = faiss.ResultHeap(len(q_rows), min(_GT_K, n), keep_max=metric == "ip")
 
-    chunks = range(0, n, chunk_size)
-    if progress:
-        from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
-
-        chunks = tqdm(chunks, desc="indexing", unit="chunk")
+    chunks = progress_bar(range(0, n, chunk_size), enabled=progress, desc="indexing", unit="chunk")
     t = time.perf_counter()
     for start in chunks:
         chunk = float32_chunk(x, start, start + chunk_size, "embeddings")
         index.add(chunk)
         if tune:  # exact neighbours of the tuning queries, accumulated in the same pass
-            dist, idx = faiss.knn(queries, chunk, min(_GT_K, len(chunk)), _METRICS[metric])
+            dist, idx = faiss.knn(queries, chunk, min(_GT_K, len(chunk)), METRICS[metric])
             heap.add_result(dist, idx + start)
     info["add_seconds"] = round(time.perf_counter() - t, 3)
     if ivf is not None and gpu_res is None:
@@ -181,29 +179,9 @@ def _default_memory_budget() -> int:
         return 8 << 30
 
 
-def _read_rows(x: np.ndarray, rows: np.ndarray, what: str) -> np.ndarray:
-    # Fancy indexing a memmap reads just these rows; rows are sorted for locality.
-    with np.errstate(over="ignore"):  # overflow gives inf, refused just below
-        out = np.ascontiguousarray(x[rows], dtype=np.float32)
-    ok = np.isfinite(out).all(axis=1)
-    if not ok.all():
-        raise ValueError(
-            f"{what} row {int(rows[np.flatnonzero(~ok)[0]])} contains NaN or inf (after "
-            "conversion to float32); fix or drop it before indexing"
-        )
-    return out
-
-
-def _ivf_of(index: faiss.Index) -> Any:
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
-
-
 def _tunable(index: faiss.Index) -> tuple[str, int] | None:
     """(parameter name, largest useful value) for IVF and HNSW indexes, else ``None``."""
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     if ivf is not None:
         return "nprobe", int(ivf.nlist)
     inner = faiss.downcast_index(index)
@@ -290,17 +268,3 @@ def _tune(
         target_recall=target,
     )
     logger.info("tuned %s=%d: estimated recall@1 %.3f", name, hi, tried[hi])
-
-
-def _maybe_to_gpu(index: faiss.Index, gpu: bool | str) -> tuple[faiss.Index, Any]:
-    """Move ``index`` to GPU 0 when asked (``True``) or possible (``"auto"``)."""
-    if gpu not in (True, False, "auto"):
-        raise ValueError(f"gpu must be True, False or 'auto', got {gpu!r}")
-    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if gpu is True and n_gpus == 0:
-        raise RuntimeError("gpu=True but faiss sees no GPU (is faiss-gpu installed?)")
-    if gpu is False or n_gpus == 0:
-        return index, None
-    # Not exercised in CI (no GPU there); the standard faiss recipe.
-    res = faiss.StandardGpuResources()
-    return faiss.index_cpu_to_gpu(res, 0, index), res

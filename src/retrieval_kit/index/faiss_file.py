@@ -11,16 +11,24 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval_kit.index._arrays import normalize_ids
-from retrieval_kit.index._faiss_io import external_lists, file_kind, mmap_flags, mmapped_part
-from retrieval_kit.index.build import _ivf_of, _maybe_to_gpu
-from retrieval_kit.index.index import _METRICS, Index
+from retrieval_kit._arrays import normalize_ids
+from retrieval_kit._checks import check_metric
+from retrieval_kit.index._faiss_io import (
+    METRICS,
+    external_lists,
+    file_kind,
+    ivf_of,
+    maybe_to_gpu,
+    mmap_flags,
+    mmapped_part,
+)
+from retrieval_kit.index.index import Index
 
 __all__ = ["from_faiss"]
 
 logger = logging.getLogger(__name__)
 
-_METRIC_NAMES = {v: k for k, v in _METRICS.items()}
+_METRIC_NAMES = {v: k for k, v in METRICS.items()}
 
 
 def from_faiss(
@@ -61,8 +69,7 @@ def from_faiss(
         >>> index.to_faiss("db.faiss")  # doctest: +SKIP
         >>> same = rk.index.from_faiss("db.faiss", index.ids, mmap=True)  # doctest: +SKIP
     """
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
+    check_metric(metric)
     if mmap and gpu is not False:
         raise ValueError("mmap=True keeps the index on disk; it cannot move to a GPU (gpu=False)")
     index, where, mmap = _open(path, mmap)
@@ -75,11 +82,11 @@ def from_faiss(
     _make_direct_map(index, where)
     mapped_from = path if mmap else None
     if external_lists(index):  # faiss' on-disk IVF lists: mapped (read-only) from their own file
-        lists = faiss.downcast_InvertedLists(_ivf_of(index).invlists)
+        lists = faiss.downcast_InvertedLists(ivf_of(index).invlists)
         mapped_from = info["lists_file"] = lists.filename or where
     params = _stored_search_params(index)
     factory = _describe(index)
-    index, res = _maybe_to_gpu(index, gpu)
+    index, res = maybe_to_gpu(index, gpu)
     if res is not None:  # copied to the GPU: nothing stays mapped
         mapped_from = None
     return Index(
@@ -165,7 +172,7 @@ def _make_direct_map(index: faiss.Index, where: str) -> None:
     faiss builds it only when every stored label is a row number, which is also what makes
     ``ids[row]`` right: lists filled with ``add_with_ids`` are refused here.
     """
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     if ivf is None or ivf.direct_map.type == faiss.DirectMap.Array:
         return
     if ivf.direct_map.type != faiss.DirectMap.NoMap:
@@ -180,7 +187,7 @@ def _make_direct_map(index: faiss.Index, where: str) -> None:
 
 
 def _stored_search_params(index: faiss.Index) -> dict[str, Any]:
-    ivf = _ivf_of(index)
+    ivf = ivf_of(index)
     if ivf is not None:
         return {"nprobe": int(ivf.nprobe)}
     inner = faiss.downcast_index(index)

@@ -13,17 +13,25 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval_kit._io import atomic_write
-from retrieval_kit._version import __version__
-from retrieval_kit.index._arrays import (
+from retrieval_kit._arrays import (
     IdLookup,
     as_matrix,
     check_finite,
     float32_chunk,
     normalize_ids,
 )
-from retrieval_kit.index._faiss_io import external_lists, file_kind, write_faiss_atomic
+from retrieval_kit._checks import check_metric, positive_int
+from retrieval_kit._progress import progress_bar
+from retrieval_kit._version import __version__
+from retrieval_kit.index._faiss_io import (
+    METRICS,
+    external_lists,
+    file_kind,
+    maybe_to_gpu,
+    write_faiss_atomic,
+)
 from retrieval_kit.index.search_result import SearchResult
+from retrieval_kit.io import atomic_write
 
 __all__ = ["Index", "load_index"]
 
@@ -31,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 _FORMAT = "retrieval_kit.index"
 _FORMAT_VERSION = 1
-_METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 # faiss GPU indexes refuse k above this.
 _GPU_MAX_K = 2048
 
@@ -65,8 +72,7 @@ class Index:
         gpu_resources: Any = None,
         mmap_path: str | os.PathLike | None = None,
     ) -> None:
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
+        check_metric(metric)
         if len(ids) != faiss_index.ntotal:
             raise ValueError(f"{len(ids)} ids for an index of {faiss_index.ntotal} vectors")
         self._index = faiss_index
@@ -141,10 +147,8 @@ class Index:
                 f"queries have dimension {q.shape[1]} but the index holds dimension "
                 f"{self.dim} vectors"
             )
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        k = positive_int(k, "k")
+        batch_size = positive_int(batch_size, "batch_size")
         k = int(k)
         nq = q.shape[0]
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -257,8 +261,7 @@ class Index:
             raise ValueError(
                 f"vectors have dimension {d} but the index holds dimension {self.dim} vectors"
             )
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        chunk_size = positive_int(chunk_size, "chunk_size")
         if self.mmapped:
             raise RuntimeError(
                 f"the index was opened memory-mapped from {self._mmap_path}, which is read-only; "
@@ -272,11 +275,9 @@ class Index:
         if n > chunk_size:  # refuse bad rows before the first chunk goes in
             for start in range(0, n, chunk_size):
                 float32_chunk(x, start, start + chunk_size, "vectors")
-        chunks: Any = range(0, n, chunk_size)
-        if progress:
-            from tqdm import tqdm
-
-            chunks = tqdm(chunks, desc="adding", unit="chunk")
+        chunks = progress_bar(
+            range(0, n, chunk_size), enabled=progress, desc="adding", unit="chunk"
+        )
         before = len(self)
         try:
             for start in chunks:
@@ -428,7 +429,7 @@ def load_index(path: str | os.PathLike, *, gpu: bool | str = False) -> Index:
         "dim": (index.d, meta.get("dim")),
         "ntotal": (index.ntotal, meta.get("ntotal")),
         "number of ids": (len(ids), meta.get("ntotal")),
-        "metric": (index.metric_type, _METRICS.get(meta.get("metric"))),
+        "metric": (index.metric_type, METRICS.get(meta.get("metric"))),
     }
     for what, (got, want) in checks.items():
         if got != want:
@@ -436,9 +437,7 @@ def load_index(path: str | os.PathLike, *, gpu: bool | str = False) -> Index:
     kind = "str" if ids.dtype.kind == "U" else "int" if ids.dtype == np.int64 else str(ids.dtype)
     if kind != meta.get("ids_kind"):
         raise ValueError(f"{path}: ids are {kind} but the metadata says {meta.get('ids_kind')}")
-    from retrieval_kit.index.build import _maybe_to_gpu  # local: build imports this module
-
-    index, res = _maybe_to_gpu(index, gpu)
+    index, res = maybe_to_gpu(index, gpu)
     return Index(
         index,
         ids,

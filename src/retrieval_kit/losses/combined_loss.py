@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["CombinedLoss"]
+from retrieval_kit.losses.registry import create_loss, register_loss
+from retrieval_kit.miners.registry import create_miner
 
-logger = logging.getLogger(__name__)
+__all__ = ["CombinedLoss"]
 
 Part = torch.nn.Module | tuple | Mapping[str, Any]
 
@@ -21,6 +21,7 @@ def _is_classification(loss: torch.nn.Module) -> bool:
     return callable(getattr(loss, "get_logits", None))
 
 
+@register_loss("combined")
 class CombinedLoss(torch.nn.Module):
     """``sum_i weight_i * loss_i(embeddings, labels, tuple_i)``: several losses trained together.
 
@@ -79,9 +80,6 @@ class CombinedLoss(torch.nn.Module):
         miner: Any = None
         weight: Any = 1.0
         if isinstance(part, Mapping):
-            from retrieval_kit.losses.registry import create_loss
-            from retrieval_kit.miners.registry import create_miner
-
             config = dict(part)
             if "name" not in config:
                 raise ValueError(f"CombinedLoss part {name!r}: a dict part needs a 'name' key")

@@ -9,7 +9,6 @@ import pytorch_metric_learning.losses as pml_losses
 import torch
 
 from retrieval_kit._registry import ComponentRegistry
-from retrieval_kit.losses.combined_loss import CombinedLoss
 from retrieval_kit.losses.subcenter_arcface_loss import SubCenterArcFaceLoss
 from retrieval_kit.losses.subspace_triplet_loss import SubspaceTripletLoss
 from retrieval_kit.losses.triplet_loss import TripletLoss
@@ -52,6 +51,9 @@ def list_losses(filter: str = "", pml: bool = True) -> list[str]:
 def create_loss(name: str, **kwargs: Any) -> torch.nn.Module:
     """Build a loss by name: a retrieval_kit snake_case name, else a PML loss class name.
 
+    (``"combined"`` is registered by :mod:`retrieval_kit.losses.combined_loss` itself, which
+    builds its parts with this function.)
+
     ``"triplet"``, ``"subspace_triplet"``, ``"subcenter_arcface"``, ``"arcface"``
     (``sub_centers=1``), ``"combined"`` (``losses={name: {"name": ..., "weight": ...}}``, see
     ``CombinedLoss``), anything registered with ``register_loss``, or any class of
@@ -82,4 +84,3 @@ _LOSSES.register("triplet")(TripletLoss)
 _LOSSES.register("subspace_triplet")(SubspaceTripletLoss)
 _LOSSES.register("subcenter_arcface")(SubCenterArcFaceLoss)
 _LOSSES.register("arcface")(_arcface)
-_LOSSES.register("combined")(CombinedLoss)

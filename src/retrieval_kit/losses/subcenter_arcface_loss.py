@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -16,15 +15,9 @@ from pytorch_metric_learning.losses.mixins import WeightRegularizerMixin
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
+from retrieval_kit._checks import non_negative_int, positive_int
+
 __all__ = ["SubCenterArcFaceLoss"]
-
-logger = logging.getLogger(__name__)
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
@@ -94,9 +87,9 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     ) -> None:
         super().__init__(**kwargs)
         c_f.assert_distance_type(self, CosineSimilarity)
-        self.num_classes = _check_int("num_classes", num_classes, 1)
-        self.embedding_size = _check_int("embedding_size", embedding_size, 1)
-        self.sub_centers = _check_int("sub_centers", sub_centers, 1)
+        self.num_classes = positive_int(num_classes, "num_classes")
+        self.embedding_size = positive_int(embedding_size, "embedding_size")
+        self.sub_centers = positive_int(sub_centers, "sub_centers")
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         self.scale = float(scale)
@@ -108,7 +101,7 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.weight_init_func(self.W)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
-        self.generator = torch.Generator().manual_seed(_check_int("seed", seed, 0))
+        self.generator = torch.Generator().manual_seed(non_negative_int(seed, "seed"))
         self.sampled_classes: torch.Tensor | None = None
         self.last_stats: dict[str, float] = {}
         self.add_to_recordable_attributes(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from retrieval_kit._checks import positive_int
 from retrieval_kit.losses.triplet_loss import TripletLoss
-
-logger = logging.getLogger(__name__)
 
 
 class SubspaceTripletLoss(TripletLoss):
@@ -48,10 +46,7 @@ class SubspaceTripletLoss(TripletLoss):
         miner: torch.nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(num_subspaces, bool) or not isinstance(num_subspaces, int):
-            raise TypeError(f"num_subspaces must be an int, got {num_subspaces!r}")
-        if num_subspaces < 1:
-            raise ValueError(f"num_subspaces must be >= 1, got {num_subspaces}")
+        num_subspaces = positive_int(num_subspaces, "num_subspaces")
         super().__init__(margin=margin, **kwargs)
         self.num_subspaces = num_subspaces
         self.miner = miner
@@ -75,6 +70,18 @@ class SubspaceTripletLoss(TripletLoss):
         width = embedding_dim // self.num_subspaces
         return slice(subspace * width, (subspace + 1) * width)
 
+    def subspace_view(self, embeddings: torch.Tensor, subspace: int | None) -> torch.Tensor:
+        """What the loss sees on chunk ``subspace``: its L2-normalised columns (``None``: all
+        of ``embeddings``, unchanged). The training loop mines on the same view.
+
+        Example:
+            >>> SubspaceTripletLoss(2).subspace_view(torch.tensor([[3.0, 4.0, 1.0, 0.0]]), 0)
+            tensor([[0.6000, 0.8000]])
+        """
+        if subspace is None:
+            return embeddings
+        return F.normalize(embeddings[:, self.subspace_slice(embeddings.shape[1], subspace)], dim=1)
+
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -89,12 +96,9 @@ class SubspaceTripletLoss(TripletLoss):
             raise ValueError(
                 f"embeddings must be (batch, dim), got shape {tuple(embeddings.shape)}"
             )
-        if subspace is not None:
-            cols = self.subspace_slice(embeddings.shape[1], subspace)
-            chunk = F.normalize(embeddings[:, cols], dim=1)
-            if ref_emb is not None:
-                ref_emb = F.normalize(ref_emb[:, cols], dim=1)
-            embeddings = chunk
+        embeddings = self.subspace_view(embeddings, subspace)
+        if ref_emb is not None:
+            ref_emb = self.subspace_view(ref_emb, subspace)
         if indices_tuple is None and self.miner is not None:
             if labels is None:
                 raise ValueError("labels are required when the loss mines its own triplets")

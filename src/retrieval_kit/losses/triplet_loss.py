@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -13,8 +12,6 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from retrieval_kit.losses._pair_distances import full_matrix_is_cheaper, triplet_distances
-
-logger = logging.getLogger(__name__)
 
 
 class TripletLoss(BaseMetricLossFunction):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from retrieval_kit._checks import positive_int
 from retrieval_kit.metrics._checks import check_collections, check_mapping
 from retrieval_kit.metrics._checks import unknown_ids as find_unknown_ids
 
 __all__ = ["mean_average_precision_at_k", "recall_at_k"]
-
-logger = logging.getLogger(__name__)
 
 
 def mean_average_precision_at_k(
@@ -139,8 +137,7 @@ class _RankedTable(NamedTuple):
         check_mapping(predictions, "predictions")
         check_mapping(solution, "solution")
         check_collections(solution)
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = positive_int(k, "k")
         if unknown not in ("raise", "ignore"):
             raise ValueError(f"unknown_ids must be 'raise' or 'ignore', got {unknown!r}")
         drop = find_unknown_ids(predictions, solution, unknown, "prediction")

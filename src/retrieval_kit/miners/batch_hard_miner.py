@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 from pytorch_metric_learning.miners import BaseMiner
 
 from retrieval_kit.miners._masks import beyond, dissimilarity_matrix, push_away
-
-logger = logging.getLogger(__name__)
 
 
 class BatchHardMiner(BaseMiner):

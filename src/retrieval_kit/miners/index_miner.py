@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import faiss
 import numpy as np
-from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() twice
 
-logger = logging.getLogger(__name__)
-
-_METRICS = ("ip", "l2")
+from retrieval_kit._checks import check_metric, positive_int
+from retrieval_kit._progress import progress_bar
 
 
 class HardNegatives(NamedTuple):
@@ -62,12 +59,9 @@ class IndexMiner:
         normalize: bool = False,
         progress: bool = False,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int(k, "k")
+        check_metric(metric)
+        positive_int(batch_size, "batch_size")
         self.k = k
         self.metric = metric
         self.batch_size = batch_size
@@ -121,7 +115,7 @@ class IndexMiner:
         # k + class-size nearest neighbours (only same-class rows, self included, can be closer).
         order = np.argsort(own_size, kind="stable")
         starts = range(0, n, self.batch_size)
-        for start in tqdm(starts, desc="hard negatives", disable=not self.progress):
+        for start in progress_bar(starts, enabled=self.progress, desc="hard negatives"):
             q = order[start : start + self.batch_size]
             depth = int(min(n, k + own_size[q].max()))
             scores, nbrs = index.search(x[q], depth)

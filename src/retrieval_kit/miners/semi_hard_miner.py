@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 from pytorch_metric_learning.miners import BaseMiner
 
 from retrieval_kit.miners._masks import dissimilarity_matrix, label_masks
-
-logger = logging.getLogger(__name__)
 
 
 class SemiHardMiner(BaseMiner):
@@ -19,9 +16,10 @@ class SemiHardMiner(BaseMiner):
     A negative n is semi-hard when ``d_ap < d_an < d_ap + margin``: farther than the positive
     but still inside the margin. Among them the hardest (smallest ``d_an``) is taken, as in
     TensorFlow Addons' ``triplet_semihard_loss``. Where none is semi-hard the hardest negative
-    of the anchor (smallest ``d_an``) is taken, as the issue asks (TF Addons takes the
-    *largest* ``d_an`` there instead). For similarities (inverted distances) the same rule runs
-    on the negated similarity. Anchors without a positive or a negative are skipped.
+    of the anchor (smallest ``d_an``) is taken, so the pair still gives a loss to learn from
+    (TF Addons takes the *largest* ``d_an`` there instead, which usually gives none). For
+    similarities (inverted distances) the same rule runs on the negated similarity. Anchors
+    without a positive or a negative are skipped.
 
     Memory O(B^2): each anchor's negative distances are sorted once and every positive pair
     finds its first farther negative by binary search (no (B, B, B) tensor).

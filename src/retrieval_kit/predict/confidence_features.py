@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from retrieval_kit._checks import positive_int
 from retrieval_kit.index.search_result import SearchResult
 from retrieval_kit.predict.predict_labels import predict_labels
 
@@ -69,8 +70,7 @@ def confidence_features(
         (['a'], {'top1_score': np.float64(0.9), 'margin': np.float64(0.2),
                  'vote_share': np.float64(0.667), 'label_score_sum': np.float64(1.4)})
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k")
     scores = np.asarray(result[0], dtype=np.float64)
     ids = np.asarray(result[1])
     if scores.ndim != 2 or scores.shape != ids.shape:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kit._io import atomic_write_json
+from retrieval_kit._checks import positive_int
+from retrieval_kit.io import atomic_write_json
 from retrieval_kit.predict.confidence_features import ConfidenceFeatures, confidence_features
 
 __all__ = ["ConfidenceModel"]
@@ -64,8 +65,7 @@ class ConfidenceModel:
             raise ValueError(f"method must be 'nn' or 'vote', got {method!r}")
         if not (isinstance(l2, (int, float)) and l2 > 0 and math.isfinite(l2)):
             raise ValueError(f"l2 must be a positive number, got {l2!r}")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        positive_int(k, "k")
         self.k = int(k)
         self.method = method
         self.l2 = float(l2)

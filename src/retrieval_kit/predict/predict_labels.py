@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from retrieval_kit._checks import positive_int
 from retrieval_kit.index.search_result import SearchResult
 
 __all__ = ["predict_labels"]
-
-logger = logging.getLogger(__name__)
 
 
 def predict_labels(
@@ -57,8 +55,7 @@ def predict_labels(
     """
     if method not in ("nn", "vote", "sum"):
         raise ValueError(f"method must be 'nn', 'vote' or 'sum', got {method!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+    positive_int(k, "k", allow_none=True)
     scores = np.asarray(result[0], dtype=np.float32)
     ids = np.asarray(result[1])
     if scores.ndim != 2 or scores.shape != ids.shape:

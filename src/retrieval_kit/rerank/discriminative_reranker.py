@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from retrieval_kit.index._arrays import IdLookup, as_matrix, normalize_ids, unit_rows
+from retrieval_kit._arrays import IdLookup, as_matrix, normalize_ids, unit_rows
+from retrieval_kit._checks import positive_int
 from retrieval_kit.index.search_result import SearchResult
 from retrieval_kit.predict.predict_labels import predict_labels
 from retrieval_kit.rerank.reranker import Reranker, check_result, valid_mask
 
 __all__ = ["DiscriminativeReranker"]
-
-logger = logging.getLogger(__name__)
 
 
 class DiscriminativeReranker(Reranker):
@@ -72,8 +70,7 @@ class DiscriminativeReranker(Reranker):
             )
         if max_inserted is not None and max_inserted < 0:
             raise ValueError(f"max_inserted must be >= 0 or None, got {max_inserted!r}")
-        if vote_k < 1:
-            raise ValueError(f"vote_k must be a positive integer, got {vote_k!r}")
+        positive_int(vote_k, "vote_k")
         self.database_labels = database_labels
         self.max_inserted = max_inserted
         self.vote_k = int(vote_k)

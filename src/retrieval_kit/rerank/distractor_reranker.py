@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faiss
 import numpy as np
 
-from retrieval_kit.index._arrays import (
+from retrieval_kit._arrays import (
     IdLookup,
     as_matrix,
     float32_chunk,
     normalize_ids,
     unit_rows,
 )
+from retrieval_kit._checks import positive_int
 from retrieval_kit.index.index import Index
 from retrieval_kit.index.search_result import SearchResult
 from retrieval_kit.rerank.reranker import Reranker, check_result, resort, valid_mask
 
 __all__ = ["DistractorReranker"]
-
-logger = logging.getLogger(__name__)
 
 
 class DistractorReranker(Reranker):
@@ -78,8 +76,7 @@ class DistractorReranker(Reranker):
         neighbour_penalties: Mapping[Any, float] | None = None,
         batch_size: int = 16384,
     ) -> None:
-        if k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        positive_int(k, "k")
         x = as_matrix(distractor_embeddings, "distractor_embeddings")
         if x.shape[0] == 0:
             raise ValueError("distractor_embeddings is empty (0 vectors)")

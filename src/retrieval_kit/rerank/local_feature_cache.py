@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval_kit._io import atomic_write
+from retrieval_kit.io import atomic_write
 
 __all__ = ["LocalFeatureCache"]
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kit.index._arrays import as_matrix
+from retrieval_kit._arrays import as_matrix
+from retrieval_kit._checks import positive_int
 from retrieval_kit.index.index import Index
 from retrieval_kit.index.search_result import SearchResult
 from retrieval_kit.rerank.reranker import Reranker, check_result
@@ -35,8 +36,7 @@ class NeighbourAveraging(Reranker):
         database_embeddings: Any = None,
         batch_size: int = 4096,
     ) -> None:
-        if k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        positive_int(k, "k")
         self.index = index
         self.k = int(k)
         self.alpha = float(alpha)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval_kit.index._arrays import float32_chunk, unit_rows
+from retrieval_kit._arrays import float32_chunk, unit_rows
 from retrieval_kit.index.search_result import SearchResult
 from retrieval_kit.rerank.neighbour_averaging import NeighbourAveraging
 from retrieval_kit.rerank.reranker import expand, valid_mask

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from retrieval_kit._checks import check_on_error, non_negative_int, positive_int
+from retrieval_kit._progress import progress_bar
 from retrieval_kit.data.image_io import load_image
 from retrieval_kit.index.search_result import SearchResult
 from retrieval_kit.rerank.geometric_verification import VerificationSettings, verify_pair
@@ -77,14 +78,11 @@ class SpatialVerificationReranker(Reranker):
         on_error: str = "raise",
         progress: bool = False,
     ) -> None:
-        if k < 1 or inlier_cap < 1 or min_inliers < 0 or num_workers < 1:
-            raise ValueError(
-                "k, inlier_cap and num_workers must be >= 1 and min_inliers >= 0; got "
-                f"k={k!r}, inlier_cap={inlier_cap!r}, min_inliers={min_inliers!r}, "
-                f"num_workers={num_workers!r}"
-            )
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        positive_int(k, "k")
+        positive_int(inlier_cap, "inlier_cap")
+        non_negative_int(min_inliers, "min_inliers")
+        positive_int(num_workers, "num_workers")
+        check_on_error(on_error)
         if extractor is None:
             from retrieval_kit.rerank.sift_extractor import SIFTExtractor
 
@@ -187,11 +185,11 @@ class SpatialVerificationReranker(Reranker):
             feats = dict(
                 zip(
                     unique,
-                    tqdm(
+                    progress_bar(
                         pool.map(self.features, unique),
+                        enabled=self.progress,
                         total=len(unique),
                         desc="local features",
-                        disable=not self.progress,
                     ),
                 )
             )
@@ -203,11 +201,11 @@ class SpatialVerificationReranker(Reranker):
                 return verify_pair(a[0], a[1], b[0], b[1], self.verification).inliers
 
             counts = list(
-                tqdm(
+                progress_bar(
                     pool.map(one, pairs),
+                    enabled=self.progress,
                     total=len(pairs),
                     desc="verification",
-                    disable=not self.progress,
                 )
             )
         for (r, c), n in zip(pairs, counts):

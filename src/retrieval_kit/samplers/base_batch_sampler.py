@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -10,29 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-logger = logging.getLogger(__name__)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """Explicit rank/world_size, else torch.distributed's when initialised, else (0, 1)."""
-    dist = torch.distributed
-    initialised = dist.is_available() and dist.is_initialized()
-    if world_size is None:
-        world_size = dist.get_world_size() if initialised else 1
-    if rank is None:
-        rank = dist.get_rank() if initialised else 0
-    world_size = _positive_int("world_size", world_size)
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
-        raise ValueError(f"rank must be an int, got {rank!r}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
-    return int(rank), world_size
+from retrieval_kit._checks import non_negative_int, positive_int
+from retrieval_kit.train.distributed import resolve_rank
 
 
 class BaseBatchSampler(Sampler[list[int]]):
@@ -64,13 +42,13 @@ class BaseBatchSampler(Sampler[list[int]]):
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) == 0:
             raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {labels.shape}")
-        self.classes_per_batch = _positive_int("classes_per_batch", classes_per_batch)
-        self.samples_per_class = _positive_int("samples_per_class", samples_per_class)
+        self.classes_per_batch = positive_int(classes_per_batch, "classes_per_batch")
+        self.samples_per_class = positive_int(samples_per_class, "samples_per_class")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
-        self.rank, self.world_size = _resolve_rank(rank, world_size)
+        self.rank, self.world_size = resolve_rank(rank, world_size)
         classes, class_of = np.unique(labels, return_inverse=True)
         self.classes: list = classes.tolist()  # python ints / strs, sorted
         order = np.argsort(class_of.ravel(), kind="stable")
@@ -177,8 +155,7 @@ class BaseBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        non_negative_int(epoch, "epoch")
         if int(epoch) != self.epoch:
             self._yielded = 0
         self.epoch = int(epoch)

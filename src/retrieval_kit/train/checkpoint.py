@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from retrieval_kit._io import atomic_write
 from retrieval_kit._version import __version__
+from retrieval_kit.io import atomic_write
 from retrieval_kit.train.distributed import unwrap_model
 
 __all__ = ["CHECKPOINT_FORMAT", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]

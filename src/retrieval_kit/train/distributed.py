@@ -20,8 +20,11 @@ import logging
 import os
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
+
+from retrieval_kit._checks import positive_int
 
 __all__ = [
     "DistInfo",
@@ -34,6 +37,7 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main_process",
+    "resolve_rank",
     "unwrap_model",
 ]
 
@@ -62,6 +66,27 @@ def get_rank() -> int:
 def get_world_size() -> int:
     """Number of processes in the job (1 when not distributed)."""
     return dist.get_world_size() if is_distributed() else 1
+
+
+def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """``(rank, world_size)``: the ones given, else the process group's, else ``(0, 1)``.
+
+    Raises ``ValueError`` unless ``world_size >= 1`` and ``0 <= rank < world_size``.
+
+    Example:
+        >>> resolve_rank(), resolve_rank(1, 4)
+        ((0, 1), (1, 4))
+    """
+    if world_size is None:
+        world_size = get_world_size()
+    if rank is None:
+        rank = get_rank()
+    world_size = positive_int(world_size, "world_size")
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+        raise ValueError(f"rank must be an int, got {rank!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank}")
+    return int(rank), world_size
 
 
 def is_main_process() -> bool:

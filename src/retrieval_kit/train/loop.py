@@ -13,8 +13,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from pytorch_metric_learning.distances import LpDistance
-from tqdm import tqdm
 
+from retrieval_kit._checks import positive_int
+from retrieval_kit._progress import progress_bar
 from retrieval_kit.train.distributed import gather_embeddings, get_world_size, is_distributed
 
 __all__ = ["train_one_epoch"]
@@ -44,17 +45,17 @@ def _unpack(batch: Any, index: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _subspace_view(loss_fn: Any, embeddings: torch.Tensor, subspace: int | None) -> torch.Tensor:
-    # What the loss sees on subspace k (SubspaceTripletLoss: the L2-normalised k-th contiguous
-    # chunk), so that the miner mines where the loss acts, and active triplets are counted there.
+    # The loss's own view of subspace k, so that the miner mines where the loss acts, and active
+    # triplets are counted there.
     if subspace is None:
         return embeddings
-    slicer = getattr(loss_fn, "subspace_slice", None)
-    if slicer is None:
+    view = getattr(loss_fn, "subspace_view", None)
+    if view is None:
         raise ValueError(
             f"subspace={subspace} was given but {type(loss_fn).__name__} has no subspaces "
             f"(use rk.losses.SubspaceTripletLoss)"
         )
-    return F.normalize(embeddings[:, slicer(embeddings.shape[1], subspace)], dim=1)
+    return view(embeddings, subspace)
 
 
 def _tuple_kind(indices: Any) -> str | None:
@@ -223,8 +224,7 @@ def train_one_epoch(
         raise TypeError("train_one_epoch needs an optimizer")
     loss_params = _loss_parameters(loss_fn)
     _check_loss_parameters(loss_params, optimizer)
-    if int(accumulate) != accumulate or accumulate < 1:
-        raise ValueError(f"accumulate must be a positive integer, got {accumulate!r}")
+    accumulate = positive_int(accumulate, "accumulate")
     if max_steps is not None and max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps!r}")
     if device is None:
@@ -292,11 +292,8 @@ def train_one_epoch(
             stats["active_fraction"] = active / mined
         return stats
 
-    # Plain tqdm, and only when asked: tqdm.auto's asyncio variant calls iter(loader) in its
-    # constructor and again when iterated, which starts DataLoader workers twice and spends a
-    # resumed sampler's one-shot resume point on the discarded iterator.
-    bar = tqdm(loader, total=total, desc="train", leave=False) if progress else None
-    for i, batch in enumerate(bar if bar is not None else loader):
+    bar = progress_bar(loader, enabled=progress, total=total, desc="train", leave=False)
+    for i, batch in enumerate(bar):
         if max_steps is not None and i >= max_steps:
             break
         x, y = _unpack(batch, start_step + i)

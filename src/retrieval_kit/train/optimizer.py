@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import logging
 from typing import Any
 
 import torch
 
 __all__ = ["build_optimizer", "param_groups"]
-
-logger = logging.getLogger(__name__)
 
 _SHORT_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 

@@ -7,6 +7,8 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from retrieval_kit._checks import non_negative_int
+
 __all__ = ["warmup_cosine_factor", "warmup_cosine_schedule"]
 
 
@@ -57,9 +59,8 @@ def warmup_cosine_schedule(
         >>> opt.param_groups[0]["lr"]
         0.0
     """
-    for name, value in (("warmup_steps", warmup_steps), ("total_steps", total_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    non_negative_int(warmup_steps, "warmup_steps")
+    non_negative_int(total_steps, "total_steps")
     if total_steps < warmup_steps or total_steps == 0:
         raise ValueError(
             f"total_steps ({total_steps}) must be positive and >= warmup_steps ({warmup_steps})"

@@ -9,6 +9,8 @@ import random
 import numpy as np
 import torch
 
+from retrieval_kit._checks import non_negative_int
+
 __all__ = ["seed_everything"]
 
 logger = logging.getLogger(__name__)
@@ -32,9 +34,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
         >>> seed_everything(0)
         0
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = non_negative_int(seed, "seed")
     random.seed(seed)
     np.random.seed(seed % 2**32)  # numpy's legacy global seed must fit in 32 bits
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from retrieval_kit._io import atomic_write
+from retrieval_kit._checks import positive_int
 from retrieval_kit.data.image_io import load_image
+from retrieval_kit.io import atomic_write
 from retrieval_kit.viz._grid_layout import _GridLayout
 
 __all__ = [
@@ -68,8 +69,7 @@ def render_prediction_grid(
         raise ValueError(f"thumb_size must be an int >= 16, got {thumb_size!r}")
     if k is None:
         k = max(1, max(len(row) for row in neighbours))
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    k = positive_int(k, "k")
 
     layout = _GridLayout(rows=len(queries), k=k, thumb=thumb_size, has_title=bool(title))
     canvas = Image.new("RGB", layout.size, _BACKGROUND)

@@ -1,4 +1,4 @@
-"""Input checks shared by index building, searching and the rerankers.
+"""Array checks shared by index building, searching and the rerankers.
 
 Vectors may be huge (a float32 memmap of millions of rows), so nothing here copies a whole array:
 checks and conversions run on the chunk about to be used.
@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IdLookup", "as_matrix", "float32_chunk", "normalize_ids", "unit_rows"]
+__all__ = [
+    "IdLookup",
+    "as_matrix",
+    "check_finite",
+    "float32_chunk",
+    "float32_rows",
+    "normalize_ids",
+    "unit_rows",
+]
 
 
 def as_matrix(x: Any, what: str) -> np.ndarray:
@@ -33,21 +41,42 @@ def as_matrix(x: Any, what: str) -> np.ndarray:
 
 def float32_chunk(x: np.ndarray, start: int, stop: int, what: str) -> np.ndarray:
     """Rows ``start:stop`` of ``x`` as C-contiguous float32, refusing NaN/inf (the row is named)."""
-    with np.errstate(over="ignore"):  # overflow gives inf, refused just below
-        chunk = np.ascontiguousarray(x[start:stop], dtype=np.float32)
+    chunk = _as_float32(x[start:stop])
     check_finite(chunk, start, what)
     return chunk
 
 
+def float32_rows(x: np.ndarray, rows: np.ndarray, what: str) -> np.ndarray:
+    """Rows ``rows`` of ``x`` as :func:`float32_chunk` does (a memmap reads only these)."""
+    out = _as_float32(x[rows])
+    bad = _first_nonfinite(out)
+    if bad is not None:
+        raise _nonfinite(what, int(rows[bad]))
+    return out
+
+
 def check_finite(chunk: np.ndarray, offset: int, what: str) -> None:
     """Raise ``ValueError`` naming the first row (plus ``offset``) of ``chunk`` with NaN/inf."""
+    bad = _first_nonfinite(chunk)
+    if bad is not None:
+        raise _nonfinite(what, offset + bad)
+
+
+def _as_float32(part: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # overflow gives inf, refused by the caller
+        return np.ascontiguousarray(part, dtype=np.float32)
+
+
+def _first_nonfinite(chunk: np.ndarray) -> int | None:
     ok = np.isfinite(chunk).all(axis=1)
-    if not ok.all():
-        row = int(np.flatnonzero(~ok)[0])
-        raise ValueError(
-            f"{what} row {offset + row} contains NaN or inf (after conversion to float32); "
-            "fix or drop it before indexing"
-        )
+    return None if ok.all() else int(np.flatnonzero(~ok)[0])
+
+
+def _nonfinite(what: str, row: int) -> ValueError:
+    return ValueError(
+        f"{what} row {row} contains NaN or inf (after conversion to float32); "
+        "fix or drop it before indexing"
+    )
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
