@@ -37,7 +37,7 @@ WEIGHTS = "needs an optional package of ImageNet weights"
 
 #: Docstring -> why some of its examples are skipped.
 SKIP_REASONS = {
-    "retrieval_kit._io.atomic_write": WRITES,
+    "retrieval_kit.io.atomic_write": WRITES,
     "retrieval_kit.backbones.efficientnet_lite.efficientnet_lite_imagenet_state_dict": WEIGHTS,
     "retrieval_kit.backbones.efficientnet_lite.efficientnet_lite_weights_path": WEIGHTS,
     "retrieval_kit.backbones.model_file.load_model": USER_FILE,
