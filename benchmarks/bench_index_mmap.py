@@ -13,7 +13,8 @@ apart. The file was just written, so it sits in the page cache for both ways; wh
 whether the process makes a private copy of it.
 
 ``--docs PATH`` replaces the table between the ``bench_index_mmap`` markers in that markdown file
-(atomically), naming the machine and the date. ``run(...)`` returns the rows as dicts.
+(atomically, through ``benchmarks/doc_section.py``), naming the machine and the date. ``run(...)``
+returns the rows as dicts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -36,8 +36,7 @@ import numpy as np
 FACTORIES = ("IVF1024,Flat", "IVF1024,SQ8", "IVF1024,PQ32np", "Flat", "HNSW32", "IVF1024,PQ32x4fs")
 # HNSW builds slowly on a small machine: it gets a sixth of the vectors.
 SMALLER = {"HNSW32": 6}
-START = "<!-- bench_index_mmap:start -->"
-END = "<!-- bench_index_mmap:end -->"
+SECTION = "bench_index_mmap"  # its section of docs/index.md (benchmarks/doc_section.py)
 
 
 def _status() -> dict[str, int]:
@@ -167,14 +166,11 @@ def machine() -> str:
 
 
 def write_docs(path: Path, text: str) -> None:
-    """Replace the block between the markers in ``path`` with ``text``, atomically."""
-    from retrieval_kit.io import atomic_write_text
+    """Replace this script's section of ``path`` (appended when absent), atomically."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from doc_section import write_section
 
-    doc = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(doc):
-        raise SystemExit(f"{path} has no {START} ... {END} block to replace")
-    atomic_write_text(path, pattern.sub(lambda _: f"{START}\n{text}\n{END}", doc))
+    write_section(path, SECTION, text)
 
 
 def main() -> None:

@@ -45,8 +45,7 @@ CONFIGS = {
     "rk_0.1": "rk SubCenterArcFaceLoss, partial_fc=0.1",
     "rk_0.01": "rk SubCenterArcFaceLoss, partial_fc=0.01",
 }
-START = "<!-- bench_partial_fc:start -->"
-END = "<!-- bench_partial_fc:end -->"
+SECTION = "bench_partial_fc"  # its section of docs/benchmarks.md (benchmarks/doc_section.py)
 
 
 def _status_kb(field: str) -> int:
@@ -160,9 +159,8 @@ def machine() -> str:
 
 
 def markdown(rows: list[dict], classes: int, dim: int, batch: int, seconds: float) -> str:
-    """The section for docs/benchmarks.md, between its markers."""
+    """The section for docs/benchmarks.md (without its markers)."""
     lines = [
-        START,
         "## Partial FC: the ArcFace head at scale",
         "",
         f"One training step of the head alone (no backbone) with {classes:,} classes x {dim}-d, "
@@ -187,23 +185,8 @@ def markdown(rows: list[dict], classes: int, dim: int, batch: int, seconds: floa
         "",
         f"_Reproduce: `python benchmarks/bench_partial_fc.py --write docs/benchmarks.md`; this "
         f"section took {seconds:.0f} s._",
-        END,
     ]
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the marked section of ``path`` (or append it), atomically."""
-    from retrieval_kit.io import atomic_write_text
-
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    atomic_write_text(path, text)
 
 
 def main() -> None:
@@ -224,7 +207,10 @@ def main() -> None:
     section = markdown(rows, args.classes, args.dim, args.batch, time.perf_counter() - start)
     print(section)
     if args.write is not None:
-        write_section(args.write, section)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from doc_section import write_section
+
+        write_section(args.write, SECTION, section)
 
 
 if __name__ == "__main__":

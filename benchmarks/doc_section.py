@@ -1,8 +1,12 @@
 """Write one generated section of a markdown document between its own markers.
 
-Used by the benchmark scripts that keep their table in ``docs/benchmarks.md`` next to the
-sections ``run.py`` writes: only the text between ``<!-- NAME:begin -->`` and
-``<!-- NAME:end -->`` is replaced (the section is appended, markers included, the first time).
+Every benchmark script that puts figures in ``docs/`` writes them through this module, so each
+replaces only its own section and leaves the rest of the file byte for byte as it was. A section
+is the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, each on its own line; the
+first time, the section is appended to the end of the file (markers included).
+
+    from doc_section import write_section
+    write_section("docs/benchmarks.md", "bench_stage_markers", table)
 """
 
 from __future__ import annotations
@@ -10,11 +14,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from retrieval_kit.io import atomic_write_text
 
-__all__ = ["machine_line", "write_section"]
+__all__ = ["machine_line", "markers", "replace_section", "write_section", "write_sections"]
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def machine_line() -> str:
@@ -38,15 +46,59 @@ def machine_line() -> str:
     )
 
 
+def markers(name: str) -> tuple[str, str]:
+    """The begin and end marker lines of section ``name``."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"section name {name!r}: use letters, digits, '_', '.' or '-'")
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def replace_section(text: str, name: str, body: str, *, where: str = "the document") -> str:
+    """``text`` with section ``name``'s body replaced by ``body`` (appended when absent).
+
+    Only the lines between the markers change. Markers that are not on their own line, appear
+    twice, or come out of order are an error naming ``where`` and the section.
+
+    Example:
+        >>> replace_section("# T\\n<!-- a:begin -->\\nold\\n<!-- a:end -->\\ntail\\n", "a", "new")
+        '# T\\n<!-- a:begin -->\\nnew\\n<!-- a:end -->\\ntail\\n'
+    """
+    begin, end = markers(name)
+    lines = text.splitlines(keepends=True)
+    stripped = [line.rstrip("\r\n") for line in lines]
+    starts = [i for i, s in enumerate(stripped) if s == begin]
+    ends = [i for i, s in enumerate(stripped) if s == end]
+    stray = [m for m in (begin, end) if text.count(m) != stripped.count(m)]
+    if stray:
+        raise ValueError(f"{where}: marker {stray[0]} is not on a line of its own")
+    block = [begin + "\n", body.strip("\n") + "\n", end + "\n"]
+    if not starts and not ends:
+        head = text.rstrip("\n")
+        return (head + "\n\n" if head else "") + "".join(block)
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise ValueError(
+            f"{where}: section {name!r} needs exactly one {begin} followed by one {end} "
+            f"(found {len(starts)} and {len(ends)})"
+        )
+    i, j = starts[0], ends[0]
+    # Keep the end marker's own line ending (a file without a final newline keeps none).
+    tail_end = lines[j][len(end) :]
+    block[-1] = end + tail_end
+    return "".join(lines[:i] + block + lines[j + 1 :])
+
+
 def write_section(doc: str | os.PathLike, name: str, body: str) -> None:
-    """Replace the text between ``name``'s markers in ``doc`` (or append it) atomically."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    """Replace section ``name`` of the markdown file ``doc`` with ``body``, atomically.
+
+    The file is created (with a ``# Benchmarks`` title) when it does not exist.
+    """
+    write_sections(doc, {name: body})
+
+
+def write_sections(doc: str | os.PathLike, sections: Mapping[str, str]) -> None:
+    """Replace several sections of ``doc`` (``{name: body}``, appended in this order) at once."""
     path = Path(doc)
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{body.strip()}\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    for name, body in sections.items():
+        text = replace_section(text, name, body, where=str(path))
     atomic_write_text(path, text)

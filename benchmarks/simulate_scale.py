@@ -41,13 +41,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import ClusteredSphere  # noqa: E402  (a sibling script, not a package)
+from doc_section import markers, replace_section  # noqa: E402
 from retrieval_kit.index import build_index  # noqa: E402
 from retrieval_kit.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "simulate_scale.json"
 DOC = ROOT / "docs" / "scaling.md"
-BEGIN, END = "<!-- simulate_scale:begin -->", "<!-- simulate_scale:end -->"
+SECTION = "simulate_scale"  # its section of docs/scaling.md (benchmarks/doc_section.py)
+BEGIN, END = markers(SECTION)
 K = 10
 
 
@@ -286,13 +288,9 @@ def markdown(r: dict) -> str:
 def write_doc(section: str, doc: Path = DOC) -> None:
     """Replace the generated section of ``doc`` (between the markers), or append one."""
     text = doc.read_text(encoding="utf-8") if doc.exists() else "# Scaling\n"
-    block = f"{BEGIN}\n{section}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Simulated run\n\n" + block + "\n"
-    atomic_write_text(doc, text)
+    if BEGIN not in text:
+        text = text.rstrip("\n") + "\n\n## Simulated run\n"
+    atomic_write_text(doc, replace_section(text, SECTION, section, where=str(doc)))
 
 
 def main(argv: list[str] | None = None) -> dict:

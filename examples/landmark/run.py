@@ -12,7 +12,8 @@
 A relative --config is looked up from the current folder, then from this example's folder.
 
 Stages: prepare, clean, split, train, embed, index, predict, evaluate, visualize, submit. A stage
-whose outputs are complete is skipped (``--force`` redoes it); an interrupted run picks up where it
+whose outputs are complete is skipped (``--force`` redoes it; ``--verify`` re-hashes every output
+instead of checking sizes and modification times); an interrupted run picks up where it
 stopped (train resumes from its last checkpoint). Under torchrun every process trains
 (data-parallel) and rank 0 runs the other stages and writes every output. See README.md beside
 this file.
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--force", action="store_true", help="redo the stage(s) even if complete")
     parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every output of a complete stage and compare it with its marker (slow on big "
+        "runs; by default an output is hashed again only when its size or mtime changed)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         type=_parse_override,
@@ -115,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = list(STAGES) if args.stage in ("demo", "all") else [args.stage]
     start = time.perf_counter()
-    report = run_stages(config, args.out, stages, force=args.force, progress=not args.no_progress)
+    report = run_stages(
+        config,
+        args.out,
+        stages,
+        force=args.force,
+        progress=not args.no_progress,
+        verify=args.verify,
+    )
     total = time.perf_counter() - start
     if world_size > 1:
         import retrieval_kit as rk

@@ -121,12 +121,19 @@ def test_rerank_rows(sections):
 def test_run_main_writes_the_document(tmp_path):
     run = _load("run")
     out = tmp_path / "docs" / "benchmarks.md"
+    out.parent.mkdir()
+    other = (
+        "<!-- bench_partial_fc:begin -->\n## Partial FC\n\n| 1.234 |\n"
+        "<!-- bench_partial_fc:end -->\n"
+    )
+    out.write_text(f"# Benchmarks\n\n{other}", encoding="utf-8")
     failed = run.main(["--preset", "smoke", "--only", "metrics", "--out", str(out)])
     text = out.read_text(encoding="utf-8")
     assert failed == []
     assert "## Machine" in text and "faiss" in text and "Load average" in text
     assert "## 3. Metrics vs plain implementations" in text
     assert "## 1." not in text  # only the table asked for
+    assert text.startswith(f"# Benchmarks\n\n{other}\n")  # another script's section is kept
     assert not list(out.parent.glob(".*.tmp"))  # atomic write left no temporary file
 
 

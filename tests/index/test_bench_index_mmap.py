@@ -28,9 +28,10 @@ def test_mmap_benchmark_smoke(tmp_path, monkeypatch):
     # reading copies the 3.7 MB of vectors into private memory; mapping does not
     assert read["open_anon_mb"] > 3 and mapped["open_anon_mb"] < read["open_anon_mb"] - 2.5
 
+    begin, end = "<!-- bench_index_mmap:begin -->", "<!-- bench_index_mmap:end -->"
     doc = tmp_path / "doc.md"
-    doc.write_text(f"before\n{bench.START}\nold table\n{bench.END}\nafter\n")
+    doc.write_text(f"before\n{begin}\nold table\n{end}\nafter\n")
     bench.write_docs(doc, bench.markdown(rows))
     text = doc.read_text()
     assert "old table" not in text and "| IVF16,Flat | 60,000 |" in text
-    assert text.startswith("before\n") and text.endswith(f"{bench.END}\nafter\n")
+    assert text.startswith(f"before\n{begin}\n") and text.endswith(f"{end}\nafter\n")

@@ -1,9 +1,10 @@
 """Runs stages in order, skipping those whose outputs are complete, and records their timings.
 
 Under ``torchrun`` every process runs this loop together: rank 0 decides which stages to run and
-runs them (writing outputs and markers) while the other ranks wait for it, except ``train``, which
-every rank runs (data-parallel) and rank 0 records. Stage modules (torch, torchvision, faiss) are
-imported when a stage first runs, so ``run.py --help`` stays fast.
+runs them (writing outputs and markers) while the other ranks wait for it, except the stages marked
+``distributed`` (``train``), which every rank runs (data-parallel) and rank 0 records. Stage
+modules (torch, torchvision, faiss) are imported when a stage first runs, so ``run.py --help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +25,19 @@ from .state import StageMarker
 if TYPE_CHECKING:
     from .context import Context
 
-__all__ = ["DISTRIBUTED_STAGES", "STAGES", "run_stages", "save_config"]
+__all__ = [
+    "DISTRIBUTED_STAGES",
+    "STAGES",
+    "Stage",
+    "run_stages",
+    "save_config",
+    "stage_config_hash",
+]
 
 logger = logging.getLogger(__name__)
+
+
+StageFunction = Callable[["Context"], tuple[list[Path], dict[str, Any]]]
 
 
 class _LazyStage:
@@ -35,7 +47,7 @@ class _LazyStage:
         self.module, self.name = module, name
 
     def __call__(self, ctx: Context) -> tuple[list[Path], dict[str, Any]]:
-        fn: Callable[[Context], tuple[list[Path], dict[str, Any]]] = getattr(
+        fn: StageFunction = getattr(
             importlib.import_module(f".{self.module}", __package__), self.name
         )
         return fn(ctx)
@@ -44,28 +56,75 @@ class _LazyStage:
         return f"{self.module}.{self.name}"
 
 
-def _stage(module: str) -> Callable[[str], _LazyStage]:
-    return lambda name: _LazyStage(module, f"stage_{name}")
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage and what decides whether it must be redone.
+
+    Attributes:
+        name: the stage's name (``run.py NAME``, ``stages/NAME.done.json``).
+        function: ``fn(ctx) -> (outputs, info)``; the outputs are recorded in the marker.
+        sections: the config sections it depends on: a change to one redoes the stage.
+        upstream: the stages whose outputs it reads: one redone makes this one stale.
+        distributed: every torchrun rank runs it (data-parallel); else rank 0 alone does.
+
+    Example:
+        >>> STAGES["embed"].upstream
+        ('split', 'train')
+    """
+
+    name: str
+    function: StageFunction
+    sections: tuple[str, ...]
+    upstream: tuple[str, ...] = ()
+    distributed: bool = False
+
+    def config_hash(self, config: Config) -> str:
+        """Hash of the config sections this stage depends on (stored in its marker)."""
+        return section_hash(config, *self.sections)
+
+    def marker(self, out: Path) -> StageMarker:
+        """This stage's completion marker in the run folder ``out``."""
+        return StageMarker(out, self.name)
 
 
-_data, _train, _eval = _stage("data_stages"), _stage("train_stage"), _stage("eval_stages")
+def _stages(*stages: Stage) -> dict[str, Stage]:
+    return {s.name: s for s in stages}
 
-#: stage -> (function, config sections it depends on, stages it reads from)
-STAGES: dict[str, tuple[Callable[[Context], Any], tuple[str, ...], tuple[str, ...]]] = {
-    "prepare": (_data("prepare"), ("data",), ()),
-    "clean": (_data("clean"), ("clean",), ("prepare",)),
-    "split": (_data("split"), ("split",), ("clean",)),
-    "train": (_train("train"), ("seed", "model", "train"), ("split",)),
-    "embed": (_eval("embed"), ("model", "embed"), ("split", "train")),
-    "index": (_eval("index"), ("index",), ("split", "embed")),
-    "predict": (_eval("predict"), ("predict", "evaluate"), ("split", "embed", "index")),
-    "evaluate": (_eval("evaluate"), ("evaluate",), ("split", "predict")),
-    "visualize": (_eval("visualize"), ("seed", "visualize"), ("split", "predict", "evaluate")),
-    "submit": (_eval("submit"), ("submit",), ("split", "predict")),
-}
+
+def _lazy(module: str, name: str) -> _LazyStage:
+    return _LazyStage(module, f"stage_{name}")
+
+
+_DATA, _TRAIN, _EVAL = "data_stages", "train_stage", "eval_stages"
+
+#: every stage, in pipeline order.
+STAGES: dict[str, Stage] = _stages(
+    Stage("prepare", _lazy(_DATA, "prepare"), ("data",)),
+    Stage("clean", _lazy(_DATA, "clean"), ("clean",), ("prepare",)),
+    Stage("split", _lazy(_DATA, "split"), ("split",), ("clean",)),
+    Stage(
+        "train", _lazy(_TRAIN, "train"), ("seed", "model", "train"), ("split",), distributed=True
+    ),
+    Stage("embed", _lazy(_EVAL, "embed"), ("model", "embed"), ("split", "train")),
+    Stage("index", _lazy(_EVAL, "index"), ("index",), ("split", "embed")),
+    Stage("predict", _lazy(_EVAL, "predict"), ("predict", "evaluate"), ("split", "embed", "index")),
+    Stage("evaluate", _lazy(_EVAL, "evaluate"), ("evaluate",), ("split", "predict")),
+    Stage(
+        "visualize",
+        _lazy(_EVAL, "visualize"),
+        ("seed", "visualize"),
+        ("split", "predict", "evaluate"),
+    ),
+    Stage("submit", _lazy(_EVAL, "submit"), ("submit",), ("split", "predict")),
+)
 
 #: stages every torchrun rank runs; rank 0 alone runs the others.
-DISTRIBUTED_STAGES = frozenset({"train"})
+DISTRIBUTED_STAGES = frozenset(s.name for s in STAGES.values() if s.distributed)
+
+
+def stage_config_hash(config: Config, name: str) -> str:
+    """The config hash stage ``name`` records (e.g. to tell whether a checkpoint is resumable)."""
+    return STAGES[name].config_hash(config)
 
 
 def save_config(config: Config, out: Path) -> Path:
@@ -123,22 +182,43 @@ class _Ranks:
         return box[0]
 
 
+class _Verdicts:
+    """Why each stage is incomplete (None: complete), worked out once until a stage runs.
+
+    A stage's outputs are checked when it is considered and again for every stage reading them;
+    with ``verify`` each check hashes, so one run checks each stage once.
+    """
+
+    def __init__(self, out: Path, config: Config, verify: bool) -> None:
+        self.out, self.config, self.verify = out, config, verify
+        self._why: dict[str, str | None] = {}
+
+    def why(self, stage: Stage) -> str | None:
+        if stage.name not in self._why:
+            self._why[stage.name] = stage.marker(self.out).why_incomplete(
+                stage.config_hash(self.config), stage.upstream, verify=self.verify
+            )
+        return self._why[stage.name]
+
+    def forget(self) -> None:
+        self._why.clear()
+
+
 def _decide(
-    config: Config, out: Path, name: str, force: bool, require_upstream: bool
+    stage: Stage, verdicts: _Verdicts, force: bool, require_upstream: bool
 ) -> tuple[str, Any]:
-    """("error", message) | ("skip", previous marker) | ("run", why) for stage ``name``."""
-    _, sections, upstream = STAGES[name]
-    for up in upstream:
-        up_hash = section_hash(config, *STAGES[up][1])
-        why = StageMarker(out, up).why_incomplete(up_hash, STAGES[up][2])
+    """("error", message) | ("skip", previous marker) | ("run", why) for ``stage``."""
+    out = verdicts.out
+    for up in stage.upstream:
+        why = verdicts.why(STAGES[up])
         if why is not None and require_upstream:
             return "error", (
-                f"stage {name!r} needs stage {up!r}, which is not complete ({why}); "
+                f"stage {stage.name!r} needs stage {up!r}, which is not complete ({why}); "
                 f"run: run.py {up} --config ... --out {out}"
             )
-    why = StageMarker(out, name).why_incomplete(section_hash(config, *sections), upstream)
+    why = verdicts.why(stage)
     if why is None and not force:
-        return "skip", StageMarker(out, name).read() or {}
+        return "skip", stage.marker(out).read() or {}
     return "run", "forced" if why is None else why
 
 
@@ -150,12 +230,15 @@ def run_stages(
     force: bool = False,
     progress: bool = True,
     require_upstream: bool = True,
+    verify: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run ``stages`` in pipeline order; return ``{stage: {"status", "seconds", "info"}}``.
 
     A stage is skipped when its completion marker is current (see :class:`StageMarker`), unless
-    ``force``. With ``require_upstream`` a stage whose inputs are not complete is an error naming
-    the stage to run first. Under ``torchrun`` the process group is joined here (leave it with
+    ``force``; ``verify`` compares every output with its stored SHA-256 (else size and
+    modification time, and the hash only of outputs whose time moved). With
+    ``require_upstream`` a stage whose inputs are not complete is an error naming the stage to
+    run first. Under ``torchrun`` the process group is joined here (leave it with
     ``rk.train.distributed.destroy_distributed()``); see the module docstring.
     """
     import torch
@@ -171,12 +254,13 @@ def run_stages(
         torch.set_num_threads(config.threads)
     ctx = Context(config, out, device, progress=progress and ranks.main, force=force)
     report: dict[str, dict[str, Any]] = {}
-    for name in STAGES:
-        if name not in stages:
+    verdicts = _Verdicts(out, config, verify)
+    for stage in STAGES.values():
+        if stage.name not in stages:
             continue
-        fn, sections, upstream = STAGES[name]
+        name = stage.name
         decision, detail = ranks.share(
-            _decide(config, out, name, force, require_upstream) if ranks.main else None
+            _decide(stage, verdicts, force, require_upstream) if ranks.main else None
         )
         if decision == "error":
             raise RuntimeError(detail)
@@ -189,24 +273,25 @@ def run_stages(
             }
             continue
         logger.info("stage %-9s running (%s)", name, detail)
+        verdicts.forget()
         if ranks.main:
             # From here until the new marker is written the stage is incomplete.
-            StageMarker(out, name).invalidate()
+            stage.marker(out).invalidate()
         start = time.perf_counter()
         outputs, info, failure = [], {}, None
-        if ranks.main or name in DISTRIBUTED_STAGES:
+        if ranks.main or stage.distributed:
             try:
-                outputs, info = fn(ctx)
+                outputs, info = stage.function(ctx)
             except BaseException as e:
-                if ranks.world_size == 1 or name in DISTRIBUTED_STAGES:
+                if ranks.world_size == 1 or stage.distributed:
                     raise  # a distributed stage's peers fail in their collectives
                 failure = e
         seconds = time.perf_counter() - start
         if ranks.main and failure is None:
-            StageMarker(out, name).write(
-                section_hash(config, *sections),
+            stage.marker(out).write(
+                stage.config_hash(config),
                 outputs,
-                upstream=upstream,
+                upstream=stage.upstream,
                 seconds=seconds,
                 info=_plain(info),
             )
@@ -218,7 +303,7 @@ def run_stages(
         if error is not None:
             raise RuntimeError(f"rank 0 failed in stage {name!r}: {error}")
         if not ranks.main:
-            info = (StageMarker(out, name).read() or {}).get("info", {})
+            info = (stage.marker(out).read() or {}).get("info", {})
         logger.info("stage %-9s done in %.1f s", name, seconds)
         report[name] = {"status": "ran", "seconds": round(seconds, 3), "info": info}
     return report

@@ -2,10 +2,19 @@
 
 After a stage has written all its outputs (each one atomically), it writes
 ``<out>/stages/<stage>.done.json`` - also atomically - holding the config hash it ran with, the
-markers of the stages it read from, and the size and SHA-256 of every output. A stage is complete
-when that marker exists and all of it still holds. A stage killed half way has no marker (or an old
-one whose hashes no longer match), so it is redone rather than mistaken for done, and an upstream
-stage that was redone makes its downstream stages stale.
+markers of the stages it read from, and the size, modification time (``mtime_ns``) and SHA-256 of
+every output. Each output is hashed once, when the marker is written. A stage is complete when that
+marker exists and all of it still holds: a later check compares each output's size and
+``mtime_ns`` with the marker (a ``stat``, whatever the file's size) and hashes an output again only
+when its ``mtime_ns`` moved (a copy, a touch: same bytes keep the stage valid) or when asked to
+(``verify=True``, ``run.py --verify``). A stage killed half way has no marker (or an old one whose
+outputs no longer match), so it is redone rather than mistaken for done, and an upstream stage that
+was redone makes its downstream stages stale.
+
+What the stat check cannot see, like make and git: an output rewritten with the same size while
+its modification time was put back. ``--verify`` compares every stored hash. An output written in
+the same clock tick as its marker is hashed on every check until the marker is rewritten (git's
+"racily clean" rule), so a rewrite in that tick is not missed either.
 """
 
 from __future__ import annotations
@@ -62,17 +71,34 @@ class StageMarker:
         return marker
 
     def fingerprint(self) -> str | None:
-        """A hash of this stage's marker: changes whenever the stage is redone."""
+        """A hash of this stage's marker: changes whenever the stage's outputs change."""
         marker = self.read()
         if marker is None:
             return None
         # What the stage produced and from what, not when: a forced rerun that reproduces the
-        # same outputs leaves the stages after it valid.
-        core = {k: marker.get(k) for k in ("config_hash", "upstream", "outputs")}
+        # same outputs, or a copy of the run folder (new mtimes), leaves later stages valid.
+        outputs = marker.get("outputs", {})
+        core = {
+            "config_hash": marker.get("config_hash"),
+            "upstream": marker.get("upstream"),
+            "outputs": {
+                rel: {k: info.get(k) for k in ("size", "sha256")}
+                if isinstance(info, dict)
+                else info
+                for rel, info in (outputs.items() if isinstance(outputs, dict) else ())
+            },
+        }
         return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
 
-    def why_incomplete(self, config_hash: str, upstream: Iterable[str] = ()) -> str | None:
-        """Why the stage must run, or None when it is complete."""
+    def why_incomplete(
+        self, config_hash: str, upstream: Iterable[str] = (), *, verify: bool = False
+    ) -> str | None:
+        """Why the stage must run, or None when it is complete.
+
+        Outputs are checked by size and ``mtime_ns``; one whose ``mtime_ns`` moved is hashed and
+        compared with the stored SHA-256 (then its new ``mtime_ns`` is recorded, so the next check
+        is a stat again). ``verify`` hashes every output.
+        """
         marker = self.read()
         if marker is None:
             return "no completion marker"
@@ -82,19 +108,37 @@ class StageMarker:
         for name in upstream:
             if recorded.get(name) != StageMarker(self.out, name).fingerprint():
                 return f"upstream stage {name!r} changed"
+        try:
+            marker_mtime = self.path.stat().st_mtime_ns
+        except OSError:
+            return "no completion marker"
+        refresh = False
         for rel, info in marker.get("outputs", {}).items():
             path = self.out / rel
             if not path.is_file():
                 return f"output {rel} is missing"
-            if path.stat().st_size != info["size"]:
+            st = path.stat()
+            if st.st_size != info["size"]:
                 return f"output {rel} changed size"
+            # Racily clean: written in the marker's clock tick, a later same-tick rewrite would
+            # keep the recorded mtime_ns, so such an output is hashed.
+            stat_holds = info.get("mtime_ns") == st.st_mtime_ns and st.st_mtime_ns < marker_mtime
+            if stat_holds and not verify:
+                continue
             if file_digest(path) != info["sha256"]:
                 return f"output {rel} changed content"
+            if not stat_holds:
+                info["mtime_ns"] = st.st_mtime_ns
+                refresh = True
+        if refresh:
+            self._rewrite(marker)
         return None
 
-    def is_complete(self, config_hash: str, upstream: Iterable[str] = ()) -> bool:
+    def is_complete(
+        self, config_hash: str, upstream: Iterable[str] = (), *, verify: bool = False
+    ) -> bool:
         """True when the stage's outputs are complete and current."""
-        return self.why_incomplete(config_hash, upstream) is None
+        return self.why_incomplete(config_hash, upstream, verify=verify) is None
 
     def invalidate(self) -> None:
         """Remove the marker (the stage is about to be redone)."""
@@ -114,7 +158,8 @@ class StageMarker:
         for p in outputs:
             p = Path(p)
             rel = p.resolve().relative_to(self.out.resolve()).as_posix()
-            files[rel] = {"size": p.stat().st_size, "sha256": file_digest(p)}
+            st = p.stat()
+            files[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_digest(p)}
         atomic_write_json(
             self.path,
             {
@@ -127,3 +172,11 @@ class StageMarker:
                 "info": info or {},
             },
         )
+
+    def _rewrite(self, marker: dict[str, Any]) -> None:
+        # Only the recorded mtimes changed (the fingerprint ignores them); a read-only run folder
+        # just means the moved outputs are hashed again next time.
+        try:
+            atomic_write_json(self.path, marker)
+        except OSError as e:
+            logger.debug("could not refresh stage marker %s: %s", self.path, e)
