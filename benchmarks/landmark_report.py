@@ -1,0 +1,221 @@
+"""Run the landmark demo and the quickstart several times and write their tables into the docs.
+
+Run: ``python benchmarks/landmark_report.py [--seeds 0 1 2] [--threads 1 2]
+[--out docs/landmark.md] [--workdir DIR]``.
+
+What it runs, each in a fresh process on this machine:
+
+* the demo (``examples/landmark/run.py demo --set seed=S``) once per seed, with the default
+  distractor pool (``split.distractor_source: index``); then the same run directory again with
+  ``split.distractor_source=other_usage`` (the reproduced pipeline's pool, chosen with the test
+  labels): the trained model is reused from the checkpoint (checked by its SHA-256), only the
+  split and the later stages are redone;
+* the quickstart (``examples/quickstart.py --seed S``) for every seed and ``OMP_NUM_THREADS``.
+
+It writes the tables between ``<!-- landmark_report:NAME:start -->`` and ``...:end -->`` markers of
+``--out`` (machine, date, the command that regenerates them, the run-to-run spread). The figures in
+docs/landmark.md are generated: never edit them by hand, rerun this script (about 10 minutes on
+a quiet 2-core CPU; longer when the cores are shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # run.py (machine_info) is a sibling script, not a package
+
+from retrieval_kit._io import atomic_write_text  # noqa: E402
+from run import machine_info  # noqa: E402
+
+RUN_PY = ROOT / "examples" / "landmark" / "run.py"
+QUICKSTART = ROOT / "examples" / "quickstart.py"
+COMMAND = "python benchmarks/landmark_report.py"
+
+
+def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, str]:
+    """Run ``cmd``; returns (wall seconds, stdout). Its output goes to ``log`` as well."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
+    return seconds, proc.stdout
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_demo(seed: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One demo run (default pool), then its trained model scored with the other_usage pool."""
+    out = work / f"demo_seed{seed}"
+    cmd = [sys.executable, str(RUN_PY), "demo", "--out", str(out), "--no-progress"]
+    seconds, _ = _run([*cmd, "--set", f"seed={seed}"], env, work / f"demo_seed{seed}.log")
+    index_metrics = json.loads((out / "metrics.json").read_text())
+    other = work / f"demo_seed{seed}_other_usage"
+    shutil.copytree(out, other)
+    _run(
+        [sys.executable, str(RUN_PY), "all", "--out", str(other), "--no-progress",
+         "--set", "split.distractor_source=other_usage"],
+        env,
+        work / f"demo_seed{seed}_other_usage.log",
+    )  # fmt: skip
+    if _sha256(out / "train" / "model.pt") != _sha256(other / "train" / "model.pt"):
+        raise RuntimeError(f"seed {seed}: the other_usage run retrained instead of reusing")
+    other_metrics = json.loads((other / "metrics.json").read_text())
+    return {"seed": seed, "seconds": seconds, "index": index_metrics, "other": other_metrics}
+
+
+def run_quickstart(seed: int, threads: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    cmd = [sys.executable, str(QUICKSTART), "--seed", str(seed), "--data", str(work / "qdata")]
+    env = {**env, "OMP_NUM_THREADS": str(threads)}
+    seconds, stdout = _run(cmd, env, work / f"quickstart_seed{seed}_t{threads}.log")
+    before = float(re.search(r"recall@1 before training: ([\d.]+)", stdout).group(1))
+    after = float(re.search(r"recall@1 after training: ([\d.]+)", stdout).group(1))
+    return {"seed": seed, "threads": threads, "seconds": seconds, "before": before, "after": after}
+
+
+def _spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {sd:.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def demo_tables(runs: list[dict[str, Any]]) -> str:
+    def row(m: dict[str, Any], seed: int, pool: str) -> str:
+        gain = m["gap"] - m["baseline_gap"]
+        return (
+            f"| {seed} | {pool} | {m['baseline_gap']:.3f} | **{m['gap']:.3f}** | {gain:+.3f} "
+            f"| {m['baseline_gap_without_rerank']:.3f} | {m['gap_without_rerank']:.3f} "
+            f"| {m['baseline_top1_accuracy']:.3f} | {m['top1_accuracy']:.3f} "
+            f"| {m['baseline_map_at_100']:.3f} | {m['map_at_100']:.3f} |"
+        )
+
+    first = runs[0]["index"]
+    lines = [
+        f"Test protocol: {first['scored_queries']} scored queries "
+        f"({first['scored_landmark_queries']} with a landmark). Pretrained = "
+        f"{first['baseline']['description']}. Trained = the demo's model after its training.",
+        "",
+        "| seed | distractor pool | GAP pretrained | GAP trained | gain | GAP w/o rerank, "
+        "pretrained | GAP w/o rerank, trained | top-1 pretrained | top-1 trained "
+        "| mAP@100 pretrained | mAP@100 trained |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for pool in ("index", "other"):
+        name = "index (default)" if pool == "index" else "other_usage"
+        lines += [row(r[pool], r["seed"], name) for r in runs]
+    lines.append("")
+    for pool, name in (("index", "index (default)"), ("other", "other_usage")):
+        gaps = [r[pool]["gap"] for r in runs]
+        base = [r[pool]["baseline_gap"] for r in runs]
+        gains = [g - b for g, b in zip(gaps, base)]
+        lines.append(
+            f"- {name}: trained GAP {_spread(gaps)}; pretrained {_spread(base)}; "
+            f"gain {_spread(gains)} (mean ± standard deviation (min–max) over seeds "
+            f"{', '.join(str(r['seed']) for r in runs)})."
+        )
+    val = [r["index"].get("val") for r in runs if r["index"].get("val")]
+    if val:
+        lines.append(
+            f"- Validation split ({val[0]['queries']} landmark-only queries of classes never "
+            f"trained on, no reranking): GAP pretrained {_spread([v['baseline_gap'] for v in val])}"
+            f", trained {_spread([v['gap'] for v in val])}."
+        )
+    walls = [r["seconds"] for r in runs]
+    lines.append(
+        f"- Wall time of one demo run (`python examples/landmark/run.py demo --out DIR`, data "
+        f"generation included): {_spread(walls).replace('.000', '')} s over the "
+        f"{len(runs)} runs on the machine named above, with its load at the time."
+    )
+    return "\n".join(lines)
+
+
+def quickstart_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| seed | OMP_NUM_THREADS | recall@1 before | recall@1 after | gain | wall s |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['seed']} | {r['threads']} | {r['before']:.3f} | {r['after']:.3f} "
+            f"| {r['after'] - r['before']:+.3f} | {r['seconds']:.0f} |"
+        )
+    gains = [r["after"] - r["before"] for r in runs]
+    lines += [
+        "",
+        f"Gain over the {len(runs)} runs: {_spread(gains)}; smallest {min(gains):+.3f}. "
+        f"tests/examples/test_quickstart.py asserts a gain of at least +0.05.",
+    ]
+    return "\n".join(lines)
+
+
+def header(info: dict[str, Any], started: str, seconds: float, load: tuple[float, ...]) -> str:
+    return (
+        f"Generated {started} by `{COMMAND}` in {seconds / 60:.1f} min on {info['cpu']} "
+        f"({info['cpus_usable']} usable CPUs), torch {info['versions']['torch']}; load average "
+        f"at the start {' / '.join(f'{x:.1f}' for x in load)} (other jobs shared the machine "
+        "when it is above the CPU count, which slows the runs but does not change the metrics)."
+    )
+
+
+def replace_between(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- landmark_report:{name}:start -->", f"<!-- landmark_report:{name}:end -->"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"marker {start} ... {end} not found")
+    block = f"{start}\n<!-- generated by `{COMMAND}`: do not edit by hand -->\n{body}\n{end}"
+    return pattern.sub(lambda _: block, text, count=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="quickstart threads")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "landmark.md")
+    p.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
+    a = p.parse_args(argv)
+    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    load = os.getloadavg()
+    info = machine_info()
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = a.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        demos = []
+        for seed in a.seeds:
+            print(f"[landmark_report] demo, seed {seed} ...", file=sys.stderr, flush=True)
+            demos.append(run_demo(seed, work, env))
+        quick = []
+        for seed in a.seeds:
+            for threads in a.threads:
+                print(f"[landmark_report] quickstart, seed {seed}, {threads} thread(s) ...",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                quick.append(run_quickstart(seed, threads, work, env))
+    head = header(info, started, time.perf_counter() - t0, load)
+    text = a.out.read_text(encoding="utf-8")
+    text = replace_between(text, "demo", head + "\n\n" + demo_tables(demos))
+    text = replace_between(text, "quickstart", head + "\n\n" + quickstart_table(quick))
+    atomic_write_text(a.out, text)
+    print(f"[landmark_report] wrote {a.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
