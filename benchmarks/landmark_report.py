@@ -45,6 +45,7 @@ from run import machine_info  # noqa: E402
 RUN_PY = ROOT / "examples" / "landmark" / "run.py"
 QUICKSTART = ROOT / "examples" / "quickstart.py"
 COMMAND = "python benchmarks/landmark_report.py"
+TABLES = ("quickstart", "demo")
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, str]:
@@ -91,10 +92,11 @@ def run_quickstart(seed: int, threads: int, work: Path, env: dict[str, str]) -> 
     return {"seed": seed, "threads": threads, "seconds": seconds, "before": before, "after": after}
 
 
-def _spread(values: list[float]) -> str:
+def _spread(values: list[float], fmt: str = ".3f") -> str:
     mean = statistics.fmean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} ± {sd:.3f} ({min(values):.3f}–{max(values):.3f})"
+    lo, hi = min(values), max(values)
+    return f"{mean:{fmt}} ± {sd:{fmt}} ({lo:{fmt}}–{hi:{fmt}})"
 
 
 def demo_tables(runs: list[dict[str, Any]]) -> str:
@@ -141,7 +143,7 @@ def demo_tables(runs: list[dict[str, Any]]) -> str:
     walls = [r["seconds"] for r in runs]
     lines.append(
         f"- Wall time of one demo run (`python examples/landmark/run.py demo --out DIR`, data "
-        f"generation included): {_spread(walls).replace('.000', '')} s over the "
+        f"generation included): {_spread(walls, '.0f')} s over the "
         f"{len(runs)} runs on the machine named above, with its load at the time."
     )
     return "\n".join(lines)
@@ -168,10 +170,11 @@ def quickstart_table(runs: list[dict[str, Any]]) -> str:
 
 def header(info: dict[str, Any], started: str, seconds: float, load: tuple[float, ...]) -> str:
     return (
-        f"Generated {started} by `{COMMAND}` in {seconds / 60:.1f} min on {info['cpu']} "
+        f"Generated {started} by `{COMMAND}` (these runs took {seconds / 60:.1f} min) on "
+        f"{info['cpu']} "
         f"({info['cpus_usable']} usable CPUs), torch {info['versions']['torch']}; load average "
-        f"at the start {' / '.join(f'{x:.1f}' for x in load)} (other jobs shared the machine "
-        "when it is above the CPU count, which slows the runs but does not change the metrics)."
+        f"at the start {' / '.join(f'{x:.1f}' for x in load)} (above the CPU count: other jobs "
+        "shared the machine and slowed these runs)."
     )
 
 
@@ -184,37 +187,49 @@ def replace_between(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: block, text, count=1)
 
 
+def _write(out: Path, name: str, body: str) -> None:
+    atomic_write_text(out, replace_between(out.read_text(encoding="utf-8"), name, body))
+    print(f"[landmark_report] wrote the {name} table into {out}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="quickstart threads")
+    p.add_argument(
+        "--only", nargs="+", choices=("quickstart", "demo"), default=["quickstart", "demo"]
+    )
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "landmark.md")
     p.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
     a = p.parse_args(argv)
-    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    load = os.getloadavg()
     info = machine_info()
-    t0 = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         work = a.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        demos = []
-        for seed in a.seeds:
-            print(f"[landmark_report] demo, seed {seed} ...", file=sys.stderr, flush=True)
-            demos.append(run_demo(seed, work, env))
-        quick = []
-        for seed in a.seeds:
-            for threads in a.threads:
-                print(f"[landmark_report] quickstart, seed {seed}, {threads} thread(s) ...",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                quick.append(run_quickstart(seed, threads, work, env))
-    head = header(info, started, time.perf_counter() - t0, load)
-    text = a.out.read_text(encoding="utf-8")
-    text = replace_between(text, "demo", head + "\n\n" + demo_tables(demos))
-    text = replace_between(text, "quickstart", head + "\n\n" + quickstart_table(quick))
-    atomic_write_text(a.out, text)
-    print(f"[landmark_report] wrote {a.out}", file=sys.stderr)
+        # Each table is written as soon as its runs are done, with its own date, load and time.
+        if "quickstart" in a.only:
+            started, load, t0 = _now(), os.getloadavg(), time.perf_counter()
+            quick = []
+            for seed in a.seeds:
+                for threads in a.threads:
+                    print(f"[landmark_report] quickstart, seed {seed}, {threads} thread(s) ...",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    quick.append(run_quickstart(seed, threads, work, env))
+            head = header(info, started, time.perf_counter() - t0, load)
+            _write(a.out, "quickstart", head + "\n\n" + quickstart_table(quick))
+        if "demo" in a.only:
+            started, load, t0 = _now(), os.getloadavg(), time.perf_counter()
+            demos = []
+            for seed in a.seeds:
+                print(f"[landmark_report] demo, seed {seed} ...", file=sys.stderr, flush=True)
+                demos.append(run_demo(seed, work, env))
+            head = header(info, started, time.perf_counter() - t0, load)
+            _write(a.out, "demo", head + "\n\n" + demo_tables(demos))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 if __name__ == "__main__":
