@@ -80,7 +80,23 @@ def run_demo(seed: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
     if _sha256(out / "train" / "model.pt") != _sha256(other / "train" / "model.pt"):
         raise RuntimeError(f"seed {seed}: the other_usage run retrained instead of reusing")
     other_metrics = json.loads((other / "metrics.json").read_text())
-    return {"seed": seed, "seconds": seconds, "index": index_metrics, "other": other_metrics}
+    record = {"seed": seed, "seconds": seconds, "index": index_metrics, "other": other_metrics}
+    (work / f"demo_seed{seed}.json").write_text(json.dumps(record), encoding="utf-8")
+    return record
+
+
+def collect_demo(seed: int, work: Path) -> dict[str, Any] | None:
+    """A finished demo run of an earlier (possibly interrupted) invocation, or None."""
+    record = work / f"demo_seed{seed}.json"
+    if record.is_file():
+        return json.loads(record.read_text(encoding="utf-8"))
+    paths = [work / f"demo_seed{seed}" / "metrics.json",
+             work / f"demo_seed{seed}_other_usage" / "metrics.json"]  # fmt: skip
+    if not all(p.is_file() for p in paths):
+        return None
+    index_metrics, other_metrics = (json.loads(p.read_text()) for p in paths)
+    # The process wall time was not recorded: fall back on the stage times in metrics.json.
+    return {"seed": seed, "seconds": None, "index": index_metrics, "other": other_metrics}
 
 
 def run_quickstart(seed: int, threads: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -93,6 +109,8 @@ def run_quickstart(seed: int, threads: int, work: Path, env: dict[str, str]) -> 
 
 
 def _spread(values: list[float], fmt: str = ".3f") -> str:
+    if len(values) == 1:
+        return f"{values[0]:{fmt}} (one run)"
     mean = statistics.fmean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     lo, hi = min(values), max(values)
@@ -140,11 +158,19 @@ def demo_tables(runs: list[dict[str, Any]]) -> str:
             f"trained on, no reranking): GAP pretrained {_spread([v['baseline_gap'] for v in val])}"
             f", trained {_spread([v['gap'] for v in val])}."
         )
-    walls = [r["seconds"] for r in runs]
+    if all(r["seconds"] is not None for r in runs):
+        walls = [r["seconds"] for r in runs]
+        what = "Wall time of one demo run (`python examples/landmark/run.py demo --out DIR`)"
+    else:
+        walls = [sum(r["index"]["stage_seconds"].values()) for r in runs]
+        what = (
+            "Time of one demo run (`python examples/landmark/run.py demo --out DIR`; the sum "
+            "of its stage times prepare to evaluate in metrics.json, the process wall time "
+            "was not recorded)"
+        )
     lines.append(
-        f"- Wall time of one demo run (`python examples/landmark/run.py demo --out DIR`, data "
-        f"generation included): {_spread(walls, '.0f')} s over the "
-        f"{len(runs)} runs on the machine named above, with its load at the time."
+        f"- {what}: {_spread(walls, '.0f')} s over the {len(runs)} runs, on the machine and "
+        "under the load named above."
     )
     return "\n".join(lines)
 
@@ -168,13 +194,19 @@ def quickstart_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def header(info: dict[str, Any], started: str, seconds: float, load: tuple[float, ...]) -> str:
+def header(
+    info: dict[str, Any], started: str, seconds: float | None, load: tuple[float, ...] | None
+) -> str:
+    took = "" if seconds is None else f" (these runs took {seconds / 60:.1f} min)"
+    text = (
+        f"Generated {started} by `{COMMAND}`{took} on {info['cpu']} "
+        f"({info['cpus_usable']} usable CPUs), torch {info['versions']['torch']}"
+    )
+    if load is None:
+        return text + "."
     return (
-        f"Generated {started} by `{COMMAND}` (these runs took {seconds / 60:.1f} min) on "
-        f"{info['cpu']} "
-        f"({info['cpus_usable']} usable CPUs), torch {info['versions']['torch']}; load average "
-        f"at the start {' / '.join(f'{x:.1f}' for x in load)} (above the CPU count: other jobs "
-        "shared the machine and slowed these runs)."
+        f"{text}; load average at the start {' / '.join(f'{x:.1f}' for x in load)} (above the "
+        "CPU count: other jobs shared the machine and slowed these runs)."
     )
 
 
@@ -201,9 +233,33 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "landmark.md")
     p.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: write the demo table from the finished runs in --workdir",
+    )
     a = p.parse_args(argv)
     info = machine_info()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if a.collect:
+        if a.workdir is None:
+            p.error("--collect needs --workdir")
+        demos = [d for d in (collect_demo(seed, a.workdir) for seed in a.seeds) if d]
+        if not demos:
+            p.error(f"no finished demo run in {a.workdir}")
+        started = dt.datetime.fromtimestamp(
+            min((a.workdir / f"demo_seed{d['seed']}").stat().st_mtime for d in demos),
+            dt.timezone.utc,
+        ).replace(microsecond=0)
+        head = header(info, started.isoformat(), None, None)
+        missing = sorted(set(a.seeds) - {d["seed"] for d in demos})
+        if missing:
+            head += (
+                f" Only the finished runs are shown: seed(s) {', '.join(map(str, missing))} "
+                "did not finish in the time the run was given."
+            )
+        _write(a.out, "demo", head + "\n\n" + demo_tables(demos))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = a.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
