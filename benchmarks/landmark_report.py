@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # run.py (machine_info) is a sibling script, not a package
 
-from retrieval_kit._io import atomic_write_text  # noqa: E402
+from retrieval_kit._io import atomic_write, atomic_write_text  # noqa: E402
 from run import machine_info  # noqa: E402
 
 RUN_PY = ROOT / "examples" / "landmark" / "run.py"
@@ -219,6 +219,18 @@ def replace_between(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda _: block, text, count=1)
 
 
+GRIDS = ("most_confident_correct", "most_confident_incorrect")
+
+
+def copy_grids(run_dir: Path) -> None:
+    """The tutorial's prediction grids, from the first seed's demo run (default pool)."""
+    for kind in GRIDS:
+        src = run_dir / "viz" / f"{kind}.png"
+        if src.is_file():
+            with atomic_write(ROOT / "docs" / "img" / f"landmark_{kind}.png", "wb") as f:
+                f.write(src.read_bytes())
+
+
 def _write(out: Path, name: str, body: str) -> None:
     atomic_write_text(out, replace_between(out.read_text(encoding="utf-8"), name, body))
     print(f"[landmark_report] wrote the {name} table into {out}", file=sys.stderr, flush=True)
@@ -259,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
                 "did not finish in the time the run was given."
             )
         _write(a.out, "demo", head + "\n\n" + demo_tables(demos))
+        copy_grids(a.workdir / f"demo_seed{demos[0]['seed']}")
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = a.workdir or Path(tmp)
@@ -282,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
                 demos.append(run_demo(seed, work, env))
             head = header(info, started, time.perf_counter() - t0, load)
             _write(a.out, "demo", head + "\n\n" + demo_tables(demos))
+            copy_grids(work / f"demo_seed{a.seeds[0]}")
 
 
 def _now() -> str:
