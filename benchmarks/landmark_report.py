@@ -103,9 +103,27 @@ def run_quickstart(seed: int, threads: int, work: Path, env: dict[str, str]) -> 
     cmd = [sys.executable, str(QUICKSTART), "--seed", str(seed), "--data", str(work / "qdata")]
     env = {**env, "OMP_NUM_THREADS": str(threads)}
     seconds, stdout = _run(cmd, env, work / f"quickstart_seed{seed}_t{threads}.log")
+    record = {"seed": seed, "threads": threads, "seconds": seconds, **_recalls(stdout)}
+    (work / f"quickstart_seed{seed}_t{threads}.json").write_text(json.dumps(record))
+    return record
+
+
+def _recalls(stdout: str) -> dict[str, float]:
     before = float(re.search(r"recall@1 before training: ([\d.]+)", stdout).group(1))
     after = float(re.search(r"recall@1 after training: ([\d.]+)", stdout).group(1))
-    return {"seed": seed, "threads": threads, "seconds": seconds, "before": before, "after": after}
+    return {"before": before, "after": after}
+
+
+def collect_quickstart(seed: int, threads: int, work: Path) -> dict[str, Any] | None:
+    """A finished quickstart run of an earlier (possibly interrupted) invocation, or None."""
+    record = work / f"quickstart_seed{seed}_t{threads}.json"
+    if record.is_file():
+        return json.loads(record.read_text(encoding="utf-8"))
+    log = work / f"quickstart_seed{seed}_t{threads}.log"
+    if not log.is_file():
+        return None
+    # Its wall time was not recorded (shown as "—").
+    return {"seed": seed, "threads": threads, "seconds": None, **_recalls(log.read_text())}
 
 
 def _spread(values: list[float], fmt: str = ".3f") -> str:
@@ -183,7 +201,8 @@ def quickstart_table(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         lines.append(
             f"| {r['seed']} | {r['threads']} | {r['before']:.3f} | {r['after']:.3f} "
-            f"| {r['after'] - r['before']:+.3f} | {r['seconds']:.0f} |"
+            f"| {r['after'] - r['before']:+.3f} "
+            f"| {'—' if r['seconds'] is None else format(r['seconds'], '.0f')} |"
         )
     gains = [r["after"] - r["before"] for r in runs]
     lines += [
@@ -248,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--collect",
         action="store_true",
-        help="run nothing: write the demo table from the finished runs in --workdir",
+        help="run nothing: write the tables from the finished runs in --workdir",
     )
     a = p.parse_args(argv)
     info = machine_info()
@@ -256,22 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.collect:
         if a.workdir is None:
             p.error("--collect needs --workdir")
-        demos = [d for d in (collect_demo(seed, a.workdir) for seed in a.seeds) if d]
-        if not demos:
-            p.error(f"no finished demo run in {a.workdir}")
-        started = dt.datetime.fromtimestamp(
-            min((a.workdir / f"demo_seed{d['seed']}").stat().st_mtime for d in demos),
-            dt.timezone.utc,
-        ).replace(microsecond=0)
-        head = header(info, started.isoformat(), None, None)
-        missing = sorted(set(a.seeds) - {d["seed"] for d in demos})
-        if missing:
-            head += (
-                f" Only the finished runs are shown: seed(s) {', '.join(map(str, missing))} "
-                "did not finish in the time the run was given."
-            )
-        _write(a.out, "demo", head + "\n\n" + demo_tables(demos))
-        copy_grids(a.workdir / f"demo_seed{demos[0]['seed']}")
+        _collect(a, info)
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = a.workdir or Path(tmp)
@@ -296,6 +300,37 @@ def main(argv: list[str] | None = None) -> None:
             head = header(info, started, time.perf_counter() - t0, load)
             _write(a.out, "demo", head + "\n\n" + demo_tables(demos))
             copy_grids(work / f"demo_seed{a.seeds[0]}")
+
+
+def _collect(a: argparse.Namespace, info: dict[str, Any]) -> None:
+    """Write the tables from the finished runs in ``a.workdir``, naming the missing ones."""
+    for name in a.only:
+        if name == "quickstart":
+            keys = [(s, t) for s in a.seeds for t in a.threads]
+            runs = [collect_quickstart(s, t, a.workdir) for s, t in keys]
+            names = [f"seed {s} x {t} thread(s)" for s, t in keys]
+            first = a.workdir / "qdata"
+        else:
+            runs = [collect_demo(s, a.workdir) for s in a.seeds]
+            names = [f"seed {s}" for s in a.seeds]
+            first = a.workdir / f"demo_seed{a.seeds[0]}"
+        done = [r for r in runs if r]
+        if not done:
+            print(f"[landmark_report] no finished {name} run in {a.workdir}", file=sys.stderr)
+            continue
+        started = dt.datetime.fromtimestamp(first.stat().st_mtime, dt.timezone.utc)
+        head = header(info, started.replace(microsecond=0).isoformat(), None, None)
+        missing = [n for n, r in zip(names, runs) if not r]
+        if missing:
+            head += (
+                f" Only the finished runs are shown; not finished in the time this run was "
+                f"given: {', '.join(missing)}."
+            )
+        if name == "quickstart":
+            _write(a.out, name, head + "\n\n" + quickstart_table(done))
+        else:
+            _write(a.out, name, head + "\n\n" + demo_tables(done))
+            copy_grids(a.workdir / f"demo_seed{done[0]['seed']}")
 
 
 def _now() -> str:
