@@ -176,20 +176,19 @@ def demo_tables(runs: list[dict[str, Any]]) -> str:
             f"trained on, no reranking): GAP pretrained {_spread([v['baseline_gap'] for v in val])}"
             f", trained {_spread([v['gap'] for v in val])}."
         )
-    if all(r["seconds"] is not None for r in runs):
-        walls = [r["seconds"] for r in runs]
-        what = "Wall time of one demo run (`python examples/landmark/run.py demo --out DIR`)"
-    else:
-        walls = [sum(r["index"]["stage_seconds"].values()) for r in runs]
-        what = (
-            "Time of one demo run (`python examples/landmark/run.py demo --out DIR`; the sum "
-            "of its stage times prepare to evaluate in metrics.json, the process wall time "
-            "was not recorded)"
+    walls = [r["seconds"] for r in runs if r["seconds"] is not None]
+    what = "Wall time of one demo run (`python examples/landmark/run.py demo --out DIR`)"
+    if walls:
+        lines.append(
+            f"- {what}: {_spread(walls, '.0f')} s over {len(walls)} run(s), on the machine and "
+            "under the load named above."
         )
-    lines.append(
-        f"- {what}: {_spread(walls, '.0f')} s over the {len(runs)} runs, on the machine and "
-        "under the load named above."
-    )
+    if len(walls) < len(runs):
+        lines.append(
+            f"- {what}: not measured for {len(runs) - len(walls)} run(s) (interrupted and "
+            "resumed from their checkpoints, which gives the same metrics but no meaningful "
+            "time); rerun this script to measure it."
+        )
     return "\n".join(lines)
 
 
