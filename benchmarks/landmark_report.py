@@ -167,8 +167,9 @@ def demo_tables(runs: list[dict[str, Any]]) -> str:
         gains = [g - b for g, b in zip(gaps, base)]
         lines.append(
             f"- {name}: trained GAP {_spread(gaps)}; pretrained {_spread(base)}; "
-            f"gain {_spread(gains)} (mean ± standard deviation (min–max) over seeds "
-            f"{', '.join(str(r['seed']) for r in runs)})."
+            f"gain {_spread(gains)}"
+            + (" (mean ± standard deviation (min–max) over seeds " if len(runs) > 1 else " (seed ")
+            + f"{', '.join(str(r['seed']) for r in runs)})."
         )
     val = [r["index"].get("val") for r in runs if r["index"].get("val")]
     if val:
@@ -315,9 +316,9 @@ def _collect(a: argparse.Namespace, info: dict[str, Any]) -> None:
         else:
             runs = [collect_demo(s, a.workdir) for s in a.seeds]
             names = [f"seed {s}" for s in a.seeds]
-            first = a.workdir / f"demo_seed{a.seeds[0]}"
+            first = a.workdir / f"demo_seed{a.seeds[0]}" / "stages" / "prepare.done.json"
         done = [r for r in runs if r]
-        if not done:
+        if not done or not first.exists():
             print(f"[landmark_report] no finished {name} run in {a.workdir}", file=sys.stderr)
             continue
         started = dt.datetime.fromtimestamp(first.stat().st_mtime, dt.timezone.utc)
