@@ -182,8 +182,8 @@ def demo_tables(runs: list[dict[str, Any]]) -> str:
     what = "Wall time of one demo run (`python examples/landmark/run.py demo --out DIR`)"
     if walls:
         lines.append(
-            f"- {what}: {_spread(walls, '.0f')} s over {len(walls)} run(s), on the machine and "
-            "under the load named above."
+            f"- {what}: {_spread(walls, '.0f')} s over {len(walls)} run(s), on the machine "
+            "named above."
         )
     if len(walls) < len(runs):
         lines.append(
