@@ -149,11 +149,14 @@ def _measure_size(
                 "build_s": build_s, "search_s": search_s, "x_exact_time": search_s / exact_s,
                 "recall@1": float((ids[:, 0] == truth[:, 0]).mean()), **kw}  # fmt: skip
 
-    rows.append(row("faiss IndexFlatIP (exact)", build, exact_s, truth,
+    # The exact rows are the reference of recall@1 (1.0 by definition): the table shows "—".
+    rows.append(row("faiss IndexFlatIP (exact)", build, exact_s, truth, reference=True,
                     index_bytes=n * dim * 4, peak_rss_added=mem.added))  # fmt: skip
     if numpy_brute_force:
         np_s, ids = _best_time(lambda: numpy_topk(x, q, K), max(1, repeats - 1))
-        rows.append(row("numpy brute force", 0.0, np_s, ids, index_bytes=0, peak_rss_added=0))
+        # No build step, no index, memory not measured: None, shown as "—".
+        rows.append(row("numpy brute force", None, np_s, ids, index_bytes=None,
+                        peak_rss_added=None))  # fmt: skip
     for factory in ("auto", *factories):
         with PeakRss() as mem:
             t = time.perf_counter()
@@ -200,14 +203,20 @@ def markdown(rows: list[dict]) -> str:
         "| tuned (LOO) recall | index MB | peak RSS added MB |\n"
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
+
+    def cell(value: float | None, fmt: str, scale: float = 1.0) -> str:
+        # None: not applicable or not measured; never a literal that reads as a measurement.
+        return "—" if value is None else format(value / scale, fmt)
+
     lines = []
     for r in rows:
-        tuned = r.get("tuned_recall")
+        recall = None if r.get("reference") else r["recall@1"]
         lines.append(
-            f"| {r['n']:,} | {r['method']} | {r.get('params', '')} | {r['build_s']:.1f} "
-            f"| {r['search_s']:.3f} | {r['x_exact_time']:.3f} | {r['recall@1']:.3f} "
-            f"| {'' if tuned is None else f'{tuned:.3f}'} | {r['index_bytes'] / 2**20:.0f} "
-            f"| {r['peak_rss_added'] / 2**20:.0f} |"
+            f"| {r['n']:,} | {r['method']} | {r.get('params', '')} | {cell(r['build_s'], '.1f')} "
+            f"| {r['search_s']:.3f} | {r['x_exact_time']:.3f} | {cell(recall, '.3f')} "
+            f"| {cell(r.get('tuned_recall'), '.3f').replace('—', '')} "
+            f"| {cell(r['index_bytes'], '.0f', 2**20)} "
+            f"| {cell(r['peak_rss_added'], '.0f', 2**20)} |"
         )
     return head + "\n".join(lines)
 

@@ -153,6 +153,35 @@ def test_split_is_reproducible(demo_run, tmp_path):
     ).read_bytes()
 
 
+def test_default_distractor_pool_is_chosen_without_test_labels(demo_run, tmp_path):
+    # The default pool is index.csv: no test image (whose labels decide other_usage's pool).
+    config, out, _ = demo_run
+    _copy_stages(out, tmp_path, ("prepare", "clean"))
+    default = cfgmod.SplitConfig().distractor_source
+    config = tiny_config(split={"distractor_source": default})
+    _run(config, tmp_path, ["split"])
+    rows = read_table(tmp_path / "split" / "images.csv")
+    distractors = [r for r in rows if r.role == "distractor"]
+    assert default == "index" and distractors
+    assert all(r.source == "index" for r in distractors)
+    demo = cfgmod.load_config(EXAMPLE / "configs" / "demo.yaml")
+    assert demo.split.distractor_source == "index"
+
+
+def test_baseline_is_the_pretrained_backbone_without_head(demo_run):
+    # baseline_gap compares with the backbone's pooled features, not a random Linear+BN head.
+    config, out, _ = demo_run
+    trained = np.load(out / "embed" / "trained" / "embeddings.npy", mmap_mode="r")
+    baseline = np.load(out / "embed" / "baseline" / "embeddings.npy", mmap_mode="r")
+    assert trained.shape[1] == config.model.embedding_dim == 32
+    assert baseline.shape[1] == 512  # resnet18's pooled features
+    state = torch.load(out / "train" / "model_init.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("head.") for k in state["model"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["baseline"]["gap"] == metrics["baseline_gap"]
+    assert "no embedding head" in metrics["baseline"]["description"]
+
+
 def test_submission_format(demo_run):
     _, out, _ = demo_run
     with open(out / "submission.csv", newline="") as f:

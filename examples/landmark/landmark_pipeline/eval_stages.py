@@ -1,7 +1,8 @@
 """Stages embed, index, predict, evaluate, visualize and submit.
 
 Two models go through the same pipeline: ``trained`` (after the train stage) and ``baseline`` (the
-same network before any training), so ``baseline_gap`` is measured exactly like ``gap``.
+pretrained backbone's pooled features, without the embedding head, i.e. what a user would get
+without training), so ``baseline_gap`` is measured exactly like ``gap``.
 
 Query sets:
 
@@ -33,6 +34,11 @@ from .train_stage import build_model, model_paths
 logger = logging.getLogger(__name__)
 
 MODELS = ("trained", "baseline")
+BASELINE_DESCRIPTION = (
+    "the pretrained {backbone} backbone's {pooling}-pooled features (no embedding head, no "
+    "training), L2-normalised, through the same index, prediction and reranking as the "
+    "trained model"
+)
 DB_ROLES = ("train", "val_query", "val_db")
 
 
@@ -47,7 +53,8 @@ def stage_embed(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     outputs: list[Path] = []
     info: dict[str, Any] = {"images": len(rows)}
     for name, weights in model_paths(ctx.out).items():
-        model = build_model(cfg, pretrained=False)  # the weights come from the checkpoint
+        # The weights come from the checkpoint; the baseline has no head.
+        model = build_model(cfg, pretrained=False, head=name != "baseline")
         rk.train.load_checkpoint(weights, model=model, restore_rng=False)
         model.normalize = True  # cosine similarity at retrieval
         folder = ctx.out / "embed" / name
@@ -252,6 +259,15 @@ def stage_evaluate(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         map_at_100=trained["map"],
         baseline_map_at_100=baseline["map"],
         map_k=map_k,
+        baseline={
+            "description": BASELINE_DESCRIPTION.format(
+                backbone=ctx.config.model.backbone, pooling=ctx.config.model.pooling
+            ),
+            "gap": baseline["gap"],
+            "gap_without_rerank": baseline["gap_without_rerank"],
+            "top1_accuracy": baseline["top1_accuracy"],
+            "map_at_100": baseline["map"],
+        },
     )
     if metrics["protocol"] == "test" and val_truth:
         val = score("trained", "val", val_truth, val_db_by_label)

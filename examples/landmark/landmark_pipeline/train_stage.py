@@ -23,13 +23,18 @@ logger = logging.getLogger(__name__)
 TRAIN_SECTIONS = ("seed", "model", "train")
 
 
-def build_model(config: Config, *, pretrained: bool | str | None = None) -> torch.nn.Module:
-    """The embedding network of the config (``pretrained`` overrides ``model.pretrained``)."""
+def build_model(
+    config: Config, *, pretrained: bool | str | None = None, head: bool = True
+) -> torch.nn.Module:
+    """The embedding network of the config (``pretrained`` overrides ``model.pretrained``).
+
+    ``head=False``: the backbone's pooled features alone (``embedding_dim=None``), the baseline.
+    """
     m = config.model
     return rk.backbones.create_backbone(
         m.backbone,
         pretrained=m.pretrained if pretrained is None else pretrained,
-        embedding_dim=m.embedding_dim,
+        embedding_dim=m.embedding_dim if head else None,
         pooling=m.pooling,
     )
 
@@ -44,7 +49,7 @@ def data_config(config: Config, model: torch.nn.Module) -> dict[str, Any]:
 
 
 def model_paths(out: Path) -> dict[str, Path]:
-    """Weights of the two models the later stages compare."""
+    """Weights of the two models the later stages compare (baseline: pretrained, no head)."""
     return {"trained": out / "train" / "model.pt", "baseline": out / "train" / "model_init.pt"}
 
 
@@ -141,8 +146,13 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         )
     init_path = model_paths(ctx.out)["baseline"]
     if main:
-        # The model before any training: what baseline_gap measures.
-        rk.train.save_checkpoint(init_path, model=model, epoch=0, extra={"run": run_hash})
+        # What baseline_gap measures: the pretrained backbone's pooled features, without the
+        # randomly initialised head (a random projection is no baseline a user would keep).
+        # fork_rng: building it must not move the training's random stream.
+        with torch.random.fork_rng():
+            baseline = build_model(cfg, head=False)
+        rk.train.save_checkpoint(init_path, model=baseline, epoch=0, extra={"run": run_hash})
+        del baseline
 
     resume = None
     if last.is_file() and not ctx.force:
