@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # run.py (machine_info) is a sibling script, not a package
 
-from retrieval_kit._io import atomic_write, atomic_write_text  # noqa: E402
+from retrieval_kit.io import atomic_write, atomic_write_text  # noqa: E402
 from run import machine_info  # noqa: E402
 
 RUN_PY = ROOT / "examples" / "landmark" / "run.py"
