@@ -211,13 +211,12 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         loss_fn = rk.losses.TripletLoss(margin=tc.margin, distance=distance)
 
     def make_sampler(mapping: dict[int, int] | None, rows_labels: np.ndarray) -> Any:
+        kw = dict(seed=cfg.seed, split_batches=distributed)  # each rank: a share of every batch
         if tc.sampler == "cluster" and mapping is not None:
             return rk.samplers.ClusterBatchSampler(
-                rows_labels, mapping, tc.classes_per_batch, tc.samples_per_class, seed=cfg.seed
+                rows_labels, mapping, tc.classes_per_batch, tc.samples_per_class, **kw
             )
-        return rk.samplers.PKSampler(
-            rows_labels, tc.classes_per_batch, tc.samples_per_class, seed=cfg.seed
-        )
+        return rk.samplers.PKSampler(rows_labels, tc.classes_per_batch, tc.samples_per_class, **kw)
 
     sampler = make_sampler(clusters, labels)
     start_epoch, start_step = 0, 0

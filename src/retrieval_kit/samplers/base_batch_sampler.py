@@ -23,6 +23,12 @@ class BaseBatchSampler(Sampler[list[int]]):
     already yielded when resumed from ``state_dict``. The epoch's batches depend only on
     ``seed`` and ``epoch``, so every rank computes the same list and the shards are disjoint.
 
+    ``split_batches=True`` shares each batch instead: every rank walks the whole epoch's
+    batch list and takes its contiguous ``batch_size // world_size`` rows of each batch (rank
+    0 the first rows). Gathered in rank order (``train_one_epoch(gather_for_mining=True)``)
+    the shares are the one-process batch, row for row, and an epoch has as many optimizer
+    steps as on one process; no padding is needed, so ``drop_last`` has no effect.
+
     Call ``set_epoch(epoch)`` before each epoch (as with ``DistributedSampler``); without it
     every epoch repeats the same batches.
     """
@@ -36,6 +42,7 @@ class BaseBatchSampler(Sampler[list[int]]):
         drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        split_batches: bool = False,
     ) -> None:
         if isinstance(labels, torch.Tensor):
             labels = labels.cpu().numpy()
@@ -49,6 +56,16 @@ class BaseBatchSampler(Sampler[list[int]]):
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.rank, self.world_size = resolve_rank(rank, world_size)
+        if not isinstance(split_batches, bool):
+            raise ValueError(f"split_batches must be a bool, got {split_batches!r}")
+        self.split_batches = split_batches
+        if split_batches and self.batch_size % self.world_size:
+            raise ValueError(
+                f"split_batches=True shares each batch of {self.batch_size} images "
+                f"(classes_per_batch={self.classes_per_batch} x samples_per_class="
+                f"{self.samples_per_class}) among world_size={self.world_size} ranks: the batch "
+                f"size must be divisible by the world size"
+            )
         classes, class_of = np.unique(labels, return_inverse=True)
         self.classes: list = classes.tolist()  # python ints / strs, sorted
         order = np.argsort(class_of.ravel(), kind="stable")
@@ -118,6 +135,8 @@ class BaseBatchSampler(Sampler[list[int]]):
     def _global_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         batches = self._epoch_batches(rng)
+        if self.split_batches:
+            return batches
         remainder = len(batches) % self.world_size
         if remainder and self.drop_last:
             batches = batches[: len(batches) - remainder]
@@ -131,7 +150,19 @@ class BaseBatchSampler(Sampler[list[int]]):
         rank = self.rank if rank is None else rank
         if not 0 <= rank < self.world_size:
             raise ValueError(f"rank must be in [0, {self.world_size - 1}], got {rank}")
+        if self.split_batches:
+            return [self._share(batch, rank) for batch in self._global_batches()]
         return self._global_batches()[rank :: self.world_size]
+
+    def _share(self, batch: list[int], rank: int) -> list[int]:
+        # Contiguous, in rank order: an all-gather in rank order rebuilds the batch as it was.
+        if len(batch) % self.world_size:
+            raise ValueError(
+                f"split_batches=True: a batch of {len(batch)} rows does not divide among "
+                f"world_size={self.world_size} ranks"
+            )
+        size = len(batch) // self.world_size
+        return batch[rank * size : (rank + 1) * size]
 
     def __iter__(self) -> Iterator[list[int]]:
         start = 0
@@ -149,6 +180,8 @@ class BaseBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
         total = self._num_global_batches()
+        if self.split_batches:
+            return total
         if self.drop_last:
             return total // self.world_size
         return -(-total // self.world_size)
@@ -168,6 +201,7 @@ class BaseBatchSampler(Sampler[list[int]]):
             "num_samples": self.num_samples,
             "world_size": self.world_size,
             "drop_last": self.drop_last,
+            "split_batches": self.split_batches,
         }
 
     def state_dict(self, batches_yielded: int | None = None) -> dict[str, Any]:

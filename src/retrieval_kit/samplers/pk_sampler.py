@@ -33,6 +33,10 @@ class PKSampler(BaseBatchSampler):
         drop_last: drop the batches that do not divide evenly among ranks.
         rank: this process's rank (default: torch.distributed's, else 0).
         world_size: number of ranks (default: torch.distributed's, else 1).
+        split_batches: every rank takes its contiguous ``1/world_size`` share of every batch
+            instead of whole batches, so that the batches gathered across ranks (and the
+            optimizer steps per epoch) are those of one process; the batch size must be
+            divisible by ``world_size``.
 
     Example:
         >>> sampler = PKSampler([0, 0, 1, 1, 2, 2, 3], classes_per_batch=2, samples_per_class=2)
@@ -50,9 +54,17 @@ class PKSampler(BaseBatchSampler):
         drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        split_batches: bool = False,
     ) -> None:
         super().__init__(
-            labels, classes_per_batch, samples_per_class, seed, drop_last, rank, world_size
+            labels,
+            classes_per_batch,
+            samples_per_class,
+            seed,
+            drop_last,
+            rank,
+            world_size,
+            split_batches,
         )
         if len(self.classes) < self.classes_per_batch:
             logger.warning(
