@@ -14,7 +14,9 @@ batch) and both embed a share of the images for the class clustering. What must 
   same rows, but not on the same pixels and statistics: each process draws the random crops and
   flips of its own rows from its own RNG, and the head's BatchNorm1d normalises each rank's 16 rows
   with their own statistics. With both removed (eval transform, every BatchNorm frozen; a scratch
-  run, seed 0) the two runs' epoch losses agreed to 4 decimals and mAP@100 to 0.0004. With them, on
+  run, seed 0) the two runs' epoch losses agreed to 4 decimals and mAP@100 to 0.0004; with the
+  eval transform but the head's BatchNorm learning, epoch 1's loss was 0.733 vs 0.748 and mAP@100
+  0.192 vs 0.211 (SyncBatchNorm would remove that on GPU; gloo has none). With both, on
   these 20 landmark queries a different crop or statistic moves mAP@100 by several hundredths:
   measured with split batches (seeds 0-3, a 2-core Intel Xeon shared with other jobs, 2026-12-02):
   test mAP@100 0.150-0.202 on 1 process, 0.167-0.209 on 2, 0.014, 0.046, 0.050 and 0.020 apart
