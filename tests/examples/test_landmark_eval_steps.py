@@ -147,3 +147,47 @@ def test_verify_adds_its_step(base_run, tmp_path):
 def test_learned_confidence_refuses_sum():
     with pytest.raises(cfgmod.ConfigError, match="predict.confidence"):
         cfgmod.config_from_dict({"predict": {"confidence": "learned", "method": "sum"}})
+
+
+def _load_report():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "landmark_report.py"
+    spec = importlib.util.spec_from_file_location("_landmark_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_writes_the_ablation_table_between_its_markers(tmp_path):
+    report = _load_report()
+    steps = DEFAULT_STEPS + ["learned confidence"]
+    runs = [
+        {
+            "seed": seed,
+            "learned": {
+                "ablation": [
+                    {
+                        "step": s,
+                        "gap": 0.1 * i + seed / 100,
+                        "map_at_100": 0.5,
+                        "top1_accuracy": 0.7,
+                    }
+                    for i, s in enumerate(steps)
+                ]
+            },
+        }
+        for seed in (0, 1)
+    ]
+    table = report.ablation_table(runs)
+    assert "| 1 | learned confidence | 0.310 | 0.500 | 0.700 |" in table
+    assert (
+        "- learned confidence vs distractor penalty: GAP +0.100 ± 0.000 (min +0.100, max +0.100)"
+        in table
+    )
+    doc = tmp_path / "landmark.md"
+    text = "# T\n\nbefore\n<!-- landmark_report.ablation:begin -->\nold\n"
+    doc.write_text(text + "<!-- landmark_report.ablation:end -->\nafter\n")
+    report._write(doc, "ablation", table)
+    new = doc.read_text()
+    assert new.startswith("# T\n\nbefore\n<!-- landmark_report.ablation:begin -->\n<!-- generated")
+    assert new.endswith(table + "\n<!-- landmark_report.ablation:end -->\nafter\n")
+    assert "old" not in new
