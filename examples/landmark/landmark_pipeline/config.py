@@ -196,6 +196,8 @@ class PredictConfig:
     #: fitted on the validation split (its queries plus the distractors as non-landmark queries)
     #: and applied to the test split (``method`` ``nn`` or ``vote``).
     confidence: Literal["formula", "learned"] = "formula"
+    #: distractors used as non-landmark fitting queries at most (a seeded sample; ``null``: all).
+    confidence_distractors: int | None = 10000
 
 
 @dataclass
@@ -399,6 +401,7 @@ def _check_values(config: Config) -> None:
     for key, value in (
         ("embed.whitening_dim", config.embed.whitening_dim),
         ("predict.vote_k", config.predict.vote_k),
+        ("predict.confidence_distractors", config.predict.confidence_distractors),
     ):
         if value is not None and value < 1:
             raise ConfigError(f"{key}: must be >= 1 or null, got {value}")

@@ -250,6 +250,11 @@ class _Predictor:
         """
         v_x, v_rows = self.emb.select(lambda r: r.role == "val_query")
         d_x, d_rows = self.distractors
+        cap = self.cfg.confidence_distractors
+        if cap is not None and len(d_rows) > cap:
+            rng = np.random.default_rng(self.ctx.config.seed)
+            pick = np.sort(rng.choice(len(d_rows), cap, replace=False))
+            d_x, d_rows = d_x[pick], [d_rows[i] for i in pick]
         if val_index is None or not v_rows:
             raise ValueError(
                 "predict.confidence: 'learned' is fitted on the validation split, which is empty "
