@@ -214,7 +214,8 @@ class _Predictor:
         penalty = None
         reranked = result
         if self.reranker is not None:
-            penalty = self.reranker.query_penalty(q_x, q_ids)
+            if cfg.confidence == "learned":  # a feature of the learned confidence
+                penalty = self.reranker.query_penalty(q_x, q_ids)
             reranked = self.reranker.rerank(q_x, result, query_ids=q_ids)
         steps.append(("distractor penalty", *self._labels(reranked, cfg.method)))
         inliers, verified = None, None
