@@ -10,10 +10,14 @@ What it runs, each in a fresh process on this machine:
   ``split.distractor_source=other_usage`` (the reproduced pipeline's pool, chosen with the test
   labels): the trained model is reused from the checkpoint (checked by its SHA-256), only the
   split and the later stages are redone;
+  and the same run directory once more with ``predict.confidence=learned`` (only the predict
+  stage and those after it are redone): its ``metrics.json`` ``ablation`` list, every step of the
+  prediction pipeline through the learned confidence, is the ablation table;
 * the quickstart (``examples/quickstart.py --seed S``) for every seed and ``OMP_NUM_THREADS``.
 
-It writes the tables between ``<!-- landmark_report:NAME:start -->`` and ``...:end -->`` markers of
-``--out`` (machine, date, the command that regenerates them, the run-to-run spread). The figures in
+It writes each table between the ``<!-- landmark_report.NAME:begin -->`` and
+``<!-- landmark_report.NAME:end -->`` markers of ``--out`` (``benchmarks/doc_section.py``; machine,
+date, the command that regenerates them, the run-to-run spread). The figures in
 docs/landmark.md are generated: never edit them by hand, rerun this script (about 10 minutes on
 a quiet 2-core CPU; longer when the cores are shared).
 """
@@ -40,13 +44,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # run.py (machine_info) is a sibling script, not a package
 
-from retrieval_kit.io import atomic_write, atomic_write_text  # noqa: E402
+from doc_section import write_section  # noqa: E402
+from retrieval_kit.io import atomic_write  # noqa: E402
 from run import machine_info  # noqa: E402
 
 RUN_PY = ROOT / "examples" / "landmark" / "run.py"
 QUICKSTART = ROOT / "examples" / "quickstart.py"
 COMMAND = "python benchmarks/landmark_report.py"
-TABLES = ("quickstart", "demo")
+TABLES = ("quickstart", "demo", "ablation")
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, str]:
@@ -81,7 +86,22 @@ def run_demo(seed: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
     if _sha256(out / "train" / "model.pt") != _sha256(other / "train" / "model.pt"):
         raise RuntimeError(f"seed {seed}: the other_usage run retrained instead of reusing")
     other_metrics = json.loads((other / "metrics.json").read_text())
-    record = {"seed": seed, "seconds": seconds, "index": index_metrics, "other": other_metrics}
+    learned = work / f"demo_seed{seed}_learned"
+    shutil.copytree(out, learned)
+    _run(
+        [sys.executable, str(RUN_PY), "all", "--out", str(learned), "--no-progress",
+         "--set", "predict.confidence=learned"],
+        env,
+        work / f"demo_seed{seed}_learned.log",
+    )  # fmt: skip
+    learned_metrics = json.loads((learned / "metrics.json").read_text())
+    record = {
+        "seed": seed,
+        "seconds": seconds,
+        "index": index_metrics,
+        "other": other_metrics,
+        "learned": learned_metrics,
+    }
     (work / f"demo_seed{seed}.json").write_text(json.dumps(record), encoding="utf-8")
     return record
 
@@ -97,7 +117,19 @@ def collect_demo(seed: int, work: Path) -> dict[str, Any] | None:
         return None
     index_metrics, other_metrics = (json.loads(p.read_text()) for p in paths)
     # The process wall time was not recorded: fall back on the stage times in metrics.json.
-    return {"seed": seed, "seconds": None, "index": index_metrics, "other": other_metrics}
+    record = {"seed": seed, "seconds": None, "index": index_metrics, "other": other_metrics}
+    learned = work / f"demo_seed{seed}_learned" / "metrics.json"
+    if learned.is_file():
+        record["learned"] = json.loads(learned.read_text())
+    return record
+
+
+def collect_ablation(seed: int, work: Path) -> dict[str, Any] | None:
+    """The learned-confidence run of one seed (its metrics.json holds every step), or None."""
+    path = work / f"demo_seed{seed}_learned" / "metrics.json"
+    if not path.is_file():
+        return None
+    return {"seed": seed, "learned": json.loads(path.read_text())}
 
 
 def run_quickstart(seed: int, threads: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -194,6 +226,49 @@ def demo_tables(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def ablation_table(runs: list[dict[str, Any]]) -> str:
+    """Each prediction step's effect (trained model, default distractor pool), per seed."""
+    runs = [r for r in runs if r.get("learned", {}).get("ablation")]
+    if not runs:
+        return "No run with an ablation (run the demo with this script)."
+    steps = [a["step"] for a in runs[0]["learned"]["ablation"]]
+
+    def cell(a: dict[str, Any], key: str) -> str:
+        return "—" if a[key] is None else f"{a[key]:.3f}"
+
+    lines = [
+        "Every step of the prediction pipeline, each measured on the test queries "
+        "(`metrics.json` `ablation`, run with `--set predict.confidence=learned`; each row adds "
+        "one step to the row above; the last is the reported GAP of that run).",
+        "",
+        "| seed | step | GAP | mAP@100 | top-1 |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for r in runs:
+        for a in r["learned"]["ablation"]:
+            lines.append(
+                f"| {r['seed']} | {a['step']} | {cell(a, 'gap')} | {cell(a, 'map_at_100')} "
+                f"| {cell(a, 'top1_accuracy')} |"
+            )
+    lines.append("")
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    for i in range(1, len(steps)):
+        deltas = [
+            r["learned"]["ablation"][i]["gap"] - r["learned"]["ablation"][i - 1]["gap"]
+            for r in runs
+        ]
+        spread = (
+            f" ± {statistics.stdev(deltas):.3f} (min {min(deltas):+.3f}, max {max(deltas):+.3f})"
+            if len(deltas) > 1
+            else ""
+        )
+        lines.append(
+            f"- {steps[i]} vs {steps[i - 1]}: GAP {statistics.fmean(deltas):+.3f}{spread} "
+            f"(seeds {seeds})."
+        )
+    return "\n".join(lines)
+
+
 def quickstart_table(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| seed | OMP_NUM_THREADS | recall@1 before | recall@1 after | gain | wall s |",
@@ -230,15 +305,6 @@ def header(
     )
 
 
-def replace_between(text: str, name: str, body: str) -> str:
-    start, end = f"<!-- landmark_report:{name}:start -->", f"<!-- landmark_report:{name}:end -->"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"marker {start} ... {end} not found")
-    block = f"{start}\n<!-- generated by `{COMMAND}`: do not edit by hand -->\n{body}\n{end}"
-    return pattern.sub(lambda _: block, text, count=1)
-
-
 GRIDS = ("most_confident_correct", "most_confident_incorrect")
 
 
@@ -252,7 +318,8 @@ def copy_grids(run_dir: Path) -> None:
 
 
 def _write(out: Path, name: str, body: str) -> None:
-    atomic_write_text(out, replace_between(out.read_text(encoding="utf-8"), name, body))
+    note = f"<!-- generated by `{COMMAND}`: do not edit by hand -->"
+    write_section(out, f"landmark_report.{name}", note + "\n" + body)
     print(f"[landmark_report] wrote the {name} table into {out}", file=sys.stderr, flush=True)
 
 
@@ -261,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="quickstart threads")
     p.add_argument(
-        "--only", nargs="+", choices=("quickstart", "demo"), default=["quickstart", "demo"]
+        "--only", nargs="+", choices=TABLES, default=list(TABLES), help="ablation: with demo"
     )
     p.add_argument("--jobs", type=int, default=1, help="quickstart runs at a time")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "landmark.md")
@@ -302,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                 demos.append(run_demo(seed, work, env))
             head = header(info, started, time.perf_counter() - t0, load)
             _write(a.out, "demo", head + "\n\n" + demo_tables(demos))
+            _write(a.out, "ablation", head + "\n\n" + ablation_table(demos))
             copy_grids(work / f"demo_seed{a.seeds[0]}")
 
 
@@ -314,7 +382,8 @@ def _collect(a: argparse.Namespace, info: dict[str, Any]) -> None:
             names = [f"seed {s} x {t} thread(s)" for s, t in keys]
             first = a.workdir / "qdata"
         else:
-            runs = [collect_demo(s, a.workdir) for s in a.seeds]
+            collect = collect_demo if name == "demo" else collect_ablation
+            runs = [collect(s, a.workdir) for s in a.seeds]
             names = [f"seed {s}" for s in a.seeds]
             first = a.workdir / f"demo_seed{a.seeds[0]}" / "stages" / "prepare.done.json"
         done = [r for r in runs if r]
@@ -337,6 +406,8 @@ def _collect(a: argparse.Namespace, info: dict[str, Any]) -> None:
             )
         if name == "quickstart":
             _write(a.out, name, head + "\n\n" + quickstart_table(done))
+        elif name == "ablation":
+            _write(a.out, name, head + "\n\n" + ablation_table(done))
         else:
             _write(a.out, name, head + "\n\n" + demo_tables(done))
             copy_grids(a.workdir / f"demo_seed{done[0]['seed']}")

@@ -149,8 +149,21 @@ class TrainConfig:
 class EmbedConfig:
     batch_size: int = 64
     num_workers: int = 0
-    #: evaluation size (``null``: ``model.image_size``).
+    #: evaluation size: the long side with ``resize: long_side`` (``null``: ``model.image_size``).
     image_size: int | None = None
+    #: ``long_side`` (aspect ratio kept; retrieval), ``squash`` (the reproduced pipeline) or
+    #: ``center_crop`` (see ``rk.embed.ExtractionConfig``); square images give the same pixels
+    #: under ``long_side`` and ``squash``.
+    resize: Literal["long_side", "squash", "center_crop"] = "long_side"
+    #: multi-scale factors, e.g. ``[1.0, 0.7071, 1.4142]``; descriptors combined by power mean.
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    #: ``pca`` (PCA whitening) or ``learned`` (Lw, from the train split's labels), fitted on the
+    #: train split's embeddings and applied to every embedding before indexing; ``none``: off.
+    whitening: Literal["none", "pca", "learned"] = "none"
+    #: whitened dimensions (``null``: all the whitening can keep).
+    whitening_dim: int | None = None
+    #: shrinkage of the whitening covariance towards its mean eigenvalue (0 to 1).
+    whitening_shrinkage: float = 0.1
 
 
 @dataclass
@@ -163,11 +176,28 @@ class IndexConfig:
 class PredictConfig:
     #: neighbours kept per query.
     k: int = 10
-    #: ``nn``: label of the nearest neighbour (the reproduced pipeline); ``vote``: score vote.
-    method: Literal["nn", "vote"] = "nn"
+    #: ``nn``: label of the nearest neighbour (the reproduced pipeline); ``vote``: score vote
+    #: over the top ``vote_k``; ``sum``: each label's ``vote_k`` best scores summed (GLR 2020).
+    method: Literal["nn", "vote", "sum"] = "nn"
+    #: neighbours (``vote``) or scores per label (``sum``) aggregated (``null``: 3).
+    vote_k: int | None = None
     #: distractor reranking: subtract alpha x mean of the top-k similarities to non-landmarks.
     rerank_k: int = 5
     rerank_alpha: float = 1.0
+    #: spatial verification (local features + RANSAC) of the top ``verify_k`` neighbours; needs
+    #: OpenCV (``pip install 'retrieval_kit[verify]'``).
+    verify: bool = False
+    verify_k: int = 10
+    #: a neighbour gains score only with at least this many inliers.
+    min_inliers: int = 12
+    #: threads extracting local features and verifying pairs.
+    verify_workers: int = 2
+    #: ``formula``: the distractor-penalised score; ``learned``: ``rk.predict.ConfidenceModel``
+    #: fitted on the validation split (its queries plus the distractors as non-landmark queries)
+    #: and applied to the test split (``method`` ``nn`` or ``vote``).
+    confidence: Literal["formula", "learned"] = "formula"
+    #: distractors used as non-landmark fitting queries at most (a seeded sample; ``null``: all).
+    confidence_distractors: int | None = 10000
 
 
 @dataclass
@@ -331,6 +361,9 @@ def _check_values(config: Config) -> None:
         "embed.batch_size": config.embed.batch_size,
         "predict.k": config.predict.k,
         "predict.rerank_k": config.predict.rerank_k,
+        "predict.verify_k": config.predict.verify_k,
+        "predict.min_inliers": config.predict.min_inliers,
+        "predict.verify_workers": config.predict.verify_workers,
         "evaluate.map_k": config.evaluate.map_k,
     }
     for key, value in positive.items():
@@ -364,6 +397,24 @@ def _check_values(config: Config) -> None:
         raise ConfigError(
             f"model.resize_size: must be >= model.image_size={config.model.image_size}, "
             f"got {config.model.resize_size}"
+        )
+    for key, value in (
+        ("embed.whitening_dim", config.embed.whitening_dim),
+        ("predict.vote_k", config.predict.vote_k),
+        ("predict.confidence_distractors", config.predict.confidence_distractors),
+    ):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key}: must be >= 1 or null, got {value}")
+    if not config.embed.scales or any(s <= 0 for s in config.embed.scales):
+        raise ConfigError(f"embed.scales: expected positive factors, got {config.embed.scales}")
+    if not 0 <= config.embed.whitening_shrinkage <= 1:
+        raise ConfigError(
+            f"embed.whitening_shrinkage: must be in [0, 1], got {config.embed.whitening_shrinkage}"
+        )
+    if config.predict.confidence == "learned" and config.predict.method == "sum":
+        raise ConfigError(
+            "predict.confidence: 'learned' predicts the label itself with method 'nn' or 'vote'; "
+            "predict.method is 'sum'"
         )
     if config.split.distractor_source == "other_usage" and len(config.split.scored_usage) != 1:
         raise ConfigError(

@@ -63,6 +63,8 @@ def stage_embed(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             model,
             [r.path for r in rows],
             image_size=cfg.embed.image_size or cfg.model.image_size,
+            resize=cfg.embed.resize,
+            scales=tuple(cfg.embed.scales),
             batch_size=cfg.embed.batch_size,
             num_workers=cfg.embed.num_workers,
             device=ctx.device,
@@ -89,8 +91,35 @@ def stage_embed(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         with atomic_write(folder / "ids.txt", "w", encoding="utf-8") as f:
             f.write("".join(r.id + "\n" for r in rows))
         outputs += [folder / "embeddings.npy", folder / "failed.json", folder / "ids.txt"]
+        if cfg.embed.whitening != "none":
+            outputs.append(_whiten(cfg.embed, folder, rows, {r for r, _, _ in failed}))
         info[f"{name}_failed"] = len(failed)
     return outputs, info
+
+
+def _whiten(cfg, folder: Path, rows: list[ImageRow], failed: set[int]) -> Path:
+    """Fit whitening on the train split's embeddings; whiten every row of ``embeddings.npy``.
+
+    Only ``train`` rows are used to fit (never a query, the validation classes or a distractor),
+    so the whitening is learned on the training side of the split.
+    """
+    path = folder / "embeddings.npy"
+    x = np.load(path)
+    fit = [i for i, r in enumerate(rows) if r.role == "train" and i not in failed]
+    if len(fit) < 2:
+        raise ValueError(f"embed.whitening: {len(fit)} train embeddings, too few to fit on")
+    w = rk.embed.Whitening(dim=cfg.whitening_dim, shrinkage=cfg.whitening_shrinkage)
+    labels = [int(rows[i].label) for i in fit] if cfg.whitening == "learned" else None
+    w.fit(x[fit], labels=labels)
+    out = np.ascontiguousarray(w.transform(x), dtype=np.float32)
+    out[sorted(failed)] = 0.0  # failed rows stay zero (they are never read)
+    with atomic_write(path, "wb") as f:
+        np.save(f, out)
+    w.save(folder / "whitening.npz")
+    logger.info(
+        "%s whitening (%s): %d -> %d dims", cfg.whitening, folder.name, x.shape[1], out.shape[1]
+    )
+    return folder / "whitening.npz"
 
 
 class _Embeddings:
@@ -138,41 +167,170 @@ def _load_index(ctx: Context, name: str, index_name: str):
     return rk.index.load_index(path) if path.exists() else None
 
 
+class _Predictor:
+    """One model's prediction pipeline, step by step (each step kept for the ablation).
+
+    Steps, in order: nearest neighbour; label aggregation (``predict.method``); the distractor
+    penalty; spatial verification (``predict.verify``); learned confidence
+    (``predict.confidence: learned``). The last step's labels and scores are the reported ones.
+    """
+
+    def __init__(self, ctx: Context, name: str, rows: list[ImageRow]) -> None:
+        self.ctx, self.name, self.cfg = ctx, name, ctx.config.predict
+        self.id_to_label = {r.id: int(r.label) for r in rows if r.role in DB_ROLES}
+        self.paths = {r.id: r.path for r in rows}
+        self.emb = _Embeddings(ctx, name, rows)
+        dist_x, dist_rows = self.emb.select(lambda r: r.role == "distractor")
+        self.distractors = (dist_x, dist_rows)
+        self.reranker = None
+        if dist_rows:
+            self.reranker = rk.rerank.DistractorReranker(
+                dist_x,
+                k=self.cfg.rerank_k,
+                alpha=self.cfg.rerank_alpha,
+                distractor_ids=[r.id for r in dist_rows],
+            )
+        self.verifier = None
+        if self.cfg.verify:
+            self.verifier = rk.rerank.SpatialVerificationReranker(
+                self.paths,
+                k=self.cfg.verify_k,
+                min_inliers=self.cfg.min_inliers,
+                cache_dir=ctx.out / "predict" / "local_features",
+                num_workers=self.cfg.verify_workers,
+                on_error="skip",
+            )
+        self.confidence: rk.predict.ConfidenceModel | None = None
+
+    def _labels(self, result, method: str):
+        return rk.predict.predict_labels(result, self.id_to_label, method=method, k=self.cfg.vote_k)
+
+    def run(self, q_x: np.ndarray, q_ids: list[str], result) -> dict[str, Any]:
+        """Every step on one query set: ``{"steps": [(name, labels, scores)], ...}``."""
+        cfg = self.cfg
+        steps = [("nearest neighbour", *self._labels(result, "nn"))]
+        vote = f", k={cfg.vote_k or 3}" if cfg.method != "nn" else ""
+        steps.append((f"label aggregation ({cfg.method}{vote})", *self._labels(result, cfg.method)))
+        penalty = None
+        reranked = result
+        if self.reranker is not None:
+            if cfg.confidence == "learned":  # a feature of the learned confidence
+                penalty = self.reranker.query_penalty(q_x, q_ids)
+            reranked = self.reranker.rerank(q_x, result, query_ids=q_ids)
+        steps.append(("distractor penalty", *self._labels(reranked, cfg.method)))
+        inliers, verified = None, None
+        if self.verifier is not None:
+            verified, inliers = self.verifier.rerank_with_inliers(
+                [self.paths[q] for q in q_ids], reranked
+            )
+            reranked = verified
+            steps.append(("spatial verification", *self._labels(reranked, cfg.method)))
+        return {
+            "steps": steps,
+            "final": reranked,
+            "penalty": penalty,
+            "inliers": inliers,
+            "verified": verified,
+        }
+
+    def features(self, out: dict[str, Any]):
+        assert self.confidence is not None
+        return self.confidence.features(
+            out["final"],
+            self.id_to_label,
+            distractor_penalty=out["penalty"],
+            inliers=out["inliers"],
+        )
+
+    def fit_confidence(self, val_index) -> Path:
+        """Fit the learned confidence on the validation split; save it; return its path.
+
+        Fitting queries: the validation queries (landmarks of classes unseen in training,
+        searched against their own database) and the distractors (non-landmarks: always wrong;
+        their own copy is never a distractor neighbour).
+        """
+        v_x, v_rows = self.emb.select(lambda r: r.role == "val_query")
+        d_x, d_rows = self.distractors
+        cap = self.cfg.confidence_distractors
+        if cap is not None and len(d_rows) > cap:
+            rng = np.random.default_rng(self.ctx.config.seed)
+            pick = np.sort(rng.choice(len(d_rows), cap, replace=False))
+            d_x, d_rows = d_x[pick], [d_rows[i] for i in pick]
+        if val_index is None or not v_rows:
+            raise ValueError(
+                "predict.confidence: 'learned' is fitted on the validation split, which is empty "
+                "(split.num_val_classes: 0?)"
+            )
+        x = np.concatenate([v_x, d_x]) if d_rows else v_x
+        rows = v_rows + d_rows
+        ids = [r.id for r in rows]
+        result = val_index.search(x, max(self.cfg.k, self.cfg.verify_k))
+        out = self.run(x, ids, result)
+        self.confidence = rk.predict.ConfidenceModel(
+            k=self.cfg.k, method="vote" if self.cfg.method == "vote" else "nn"
+        )
+        feats = self.features(out)
+        correct = [
+            lab is not None and r.role == "val_query" and int(lab) in r.labels
+            for r, lab in zip(rows, feats.labels, strict=True)
+        ]
+        self.confidence.fit(feats, correct)
+        path = self.ctx.out / "predict" / self.name / "confidence.json"
+        self.confidence.save(path)
+        logger.info(
+            "%s: learned confidence fitted on %d validation queries + %d distractors (%d correct)",
+            self.name,
+            len(v_rows),
+            len(d_rows),
+            sum(correct),
+        )
+        return path
+
+    def learned_step(self, out: dict[str, Any]) -> None:
+        feats = self.features(out)
+        prob = self.confidence.predict_confidence(feats)
+        out["steps"].append(("learned confidence", feats.labels, np.asarray(prob, np.float32)))
+
+
+def _check_verify_available() -> None:
+    try:
+        import cv2  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            "predict.verify: spatial verification needs OpenCV: "
+            "pip install 'retrieval_kit[verify]' (or set predict.verify: false)"
+        ) from e
+
+
 def stage_predict(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     cfg = ctx.config.predict
+    if cfg.verify:
+        _check_verify_available()
     rows = _embedded_rows(load_split(ctx))
-    id_to_label = {r.id: int(r.label) for r in rows if r.role in DB_ROLES}
-    k = max(cfg.k, ctx.config.evaluate.map_k)
+    k = max(cfg.k, ctx.config.evaluate.map_k, cfg.verify_k if cfg.verify else 1)
     outputs: list[Path] = []
     info: dict[str, Any] = {}
     for name in MODELS:
-        emb = _Embeddings(ctx, name, rows)
-        dist_x, dist_rows = emb.select(lambda r: r.role == "distractor")
-        reranker = None
-        if dist_rows:
-            reranker = rk.rerank.DistractorReranker(
-                dist_x,
-                k=cfg.rerank_k,
-                alpha=cfg.rerank_alpha,
-                distractor_ids=[r.id for r in dist_rows],
-            )
+        predictor = _Predictor(ctx, name, rows)
+        folder = ctx.out / "predict" / name
+        if cfg.confidence == "learned":
+            outputs.append(predictor.fit_confidence(_load_index(ctx, name, "val_db")))
         for query_set, keep, index_name in (
             ("test", lambda r: r.source == "test", "db"),
             ("val", lambda r: r.role == "val_query", "val_db"),
         ):
-            q_x, q_rows = emb.select(keep)
+            q_x, q_rows = predictor.emb.select(keep)
             index = _load_index(ctx, name, index_name)
             if not q_rows or index is None:
                 continue
+            q_ids = [r.id for r in q_rows]
             result = index.search(q_x, k)
-            reranked = (
-                reranker.rerank(q_x, result, query_ids=[r.id for r in q_rows])
-                if reranker is not None
-                else result
-            )
-            labels, conf = rk.predict.predict_labels(result, id_to_label, method=cfg.method)
-            labels_r, conf_r = rk.predict.predict_labels(reranked, id_to_label, method=cfg.method)
-            folder = ctx.out / "predict" / name
+            out = predictor.run(q_x, q_ids, result)
+            if predictor.confidence is not None:
+                predictor.learned_step(out)
+            steps = out["steps"]
+            _, labels, conf = steps[1]  # label aggregation, before any reranking
+            _, labels_r, conf_r = steps[-1]  # the whole pipeline
             csv_path = folder / f"{query_set}.csv"
             with atomic_write(csv_path, "w", encoding="utf-8", newline="") as f:
                 w = csv.writer(f)
@@ -180,16 +338,43 @@ def stage_predict(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
                 for r, a, b, c, d in zip(q_rows, labels, conf, labels_r, conf_r, strict=True):
                     w.writerow([r.id, _label(a), f"{float(b):.6f}", _label(c), f"{float(d):.6f}"])
             npz_path = folder / f"{query_set}_neighbours.npz"
-            with atomic_write(npz_path, "wb") as f:
-                np.savez(
-                    f,
-                    query_ids=np.array([r.id for r in q_rows]),
-                    ids=np.array(result.ids, dtype=str),
-                    scores=np.asarray(result.scores, dtype=np.float32),
+            _save_neighbours(npz_path, q_ids, result)
+            steps_path = folder / f"{query_set}_steps.json"
+            ranking = "neighbours"
+            step_list = []
+            for step, labs, scores in steps:
+                if step == "spatial verification":
+                    ranking = "verified_neighbours"
+                step_list.append(
+                    {
+                        "step": step,
+                        "ranking": ranking,
+                        "labels": [_label(a) for a in labs],
+                        # a query without a prediction has score -inf: not JSON, and never scored
+                        "scores": [
+                            round(float(b), 6) if a is not None else 0.0
+                            for a, b in zip(labs, scores, strict=True)
+                        ],
+                    }
                 )
-            outputs += [csv_path, npz_path]
+            atomic_write_json(steps_path, {"ids": q_ids, "steps": step_list})
+            outputs += [csv_path, npz_path, steps_path]
+            if out["verified"] is not None:
+                v_path = folder / f"{query_set}_verified_neighbours.npz"
+                _save_neighbours(v_path, q_ids, out["verified"])
+                outputs.append(v_path)
             info[f"{name}_{query_set}"] = len(q_rows)
     return outputs, info
+
+
+def _save_neighbours(path: Path, q_ids: list[str], result) -> None:
+    with atomic_write(path, "wb") as f:
+        np.savez(
+            f,
+            query_ids=np.array(q_ids),
+            ids=np.array(result.ids, dtype=str),
+            scores=np.asarray(result.scores, dtype=np.float32),
+        )
 
 
 def _label(value: Any) -> str:
@@ -269,6 +454,7 @@ def stage_evaluate(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             "map_at_100": baseline["map"],
         },
     )
+    metrics["ablation"] = _ablation(ctx, query_set, truth, relevant, map_k)
     if metrics["protocol"] == "test" and val_truth:
         val = score("trained", "val", val_truth, val_db_by_label)
         val_base = score("baseline", "val", val_truth, val_db_by_label)
@@ -303,8 +489,37 @@ def stage_evaluate(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     return [path], {k: v for k, v in metrics.items() if not isinstance(v, dict)}
 
 
-def _ranked_lists(ctx, name, query_set, truth, relevant):
-    path = ctx.out / "predict" / name / f"{query_set}_neighbours.npz"
+def _ablation(ctx, query_set, truth, relevant, map_k) -> list[dict[str, Any]]:
+    """Each pipeline step's GAP, mAP@k and top-1 accuracy (trained model), in pipeline order."""
+    data = json.loads((ctx.out / "predict" / "trained" / f"{query_set}_steps.json").read_text())
+    ids = data["ids"]
+    rows = []
+    for step in data["steps"]:
+        preds = {
+            q: (int(lab), float(s))
+            for q, lab, s in zip(ids, step["labels"], step["scores"], strict=True)
+            if q in truth and lab != ""
+        }
+        ranked, solution = _ranked_lists(
+            ctx, "trained", query_set, truth, relevant, kind=step["ranking"]
+        )
+        rows.append(
+            {
+                "step": step["step"],
+                "gap": rk.metrics.global_average_precision(preds, truth),
+                "map_at_100": (
+                    rk.metrics.mean_average_precision_at_k(ranked, solution, k=map_k)
+                    if solution
+                    else None
+                ),
+                "top1_accuracy": rk.metrics.top1_accuracy(preds, truth),
+            }
+        )
+    return rows
+
+
+def _ranked_lists(ctx, name, query_set, truth, relevant, kind="neighbours"):
+    path = ctx.out / "predict" / name / f"{query_set}_{kind}.npz"
     data = np.load(path, allow_pickle=False)
     ranked, solution = {}, {}
     for q, ids in zip(data["query_ids"].tolist(), data["ids"].tolist()):
