@@ -178,3 +178,13 @@ def test_loss_gets_sizes_from_data_and_kwargs_from_config():
         loss(loss="MultiSimilarityLoss", loss_kwargs={"alpah": 3.0})
     with pytest.raises(cfgmod.ConfigError, match="train.dynamic_margins"):
         cfgmod.config_from_dict({"train": {"loss": "triplet", "dynamic_margins": True}})
+
+
+def test_recipe_config_loads():
+    config = cfgmod.load_config(EXAMPLE / "configs" / "gldv2_arcface.yaml")
+    tc = config.train
+    assert tc.loss == "subcenter_arcface" and tc.dynamic_margins and tc.miner == "none"
+    assert tc.loss_kwargs == {"sub_centers": 3, "scale": 80.0}
+    assert tc.classes_per_batch * tc.samples_per_class * tc.accumulate == 256
+    assert tc.optimizer == "adam" and tc.schedule == "warmup_cosine"
+    cfgmod.check_components(config)

@@ -111,6 +111,8 @@ class TrainConfig:
     samples_per_class: int = 8
     #: gradient accumulation: batches per optimizer step.
     accumulate: int = 15
+    #: ``sgd`` (with ``momentum``; the reproduced pipeline), ``adam`` or ``adamw``.
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0

@@ -133,7 +133,7 @@ class TrainingParts:
         train_model: ``model``, or its DDP wrapper under torchrun.
         loss_fn: the loss (on the device; its parameters, e.g. an ArcFace head, are optimised).
         miner: the in-batch miner, or ``None``.
-        optimizer: SGD over the model's and the loss's parameters.
+        optimizer: over the model's and the loss's parameters (the loss's at its own rate).
         scheduler: per-optimizer-step learning-rate schedule, or ``None`` (constant rate).
         scaler: the AMP gradient scaler, or ``None``.
         dataset: the training images with contiguous class indices ``0..C-1`` as labels.
@@ -192,11 +192,11 @@ def build_training(
     optimizer = rk.train.build_optimizer(
         model,
         loss_fn,
-        name="sgd",
+        name=tc.optimizer,
         lr=tc.lr,
         loss_lr_mult=tc.loss_lr_mult,
-        momentum=tc.momentum,
         weight_decay=tc.weight_decay,
+        **({"momentum": tc.momentum} if tc.optimizer == "sgd" else {}),
     )
     train_model: torch.nn.Module = model
     if distributed:
