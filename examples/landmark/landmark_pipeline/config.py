@@ -24,6 +24,7 @@ import yaml
 __all__ = [
     "Config",
     "ConfigError",
+    "check_components",
     "check_inputs",
     "config_from_dict",
     "config_to_dict",
@@ -110,16 +111,39 @@ class TrainConfig:
     samples_per_class: int = 8
     #: gradient accumulation: batches per optimizer step.
     accumulate: int = 15
+    #: ``sgd`` (with ``momentum``; the reproduced pipeline), ``adam`` or ``adamw``.
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
     #: ``euclidean``: train on the raw embedding (the reproduced pipeline); ``cosine``: on the
     #: L2-normalised one. Retrieval is always cosine.
     distance: Literal["euclidean", "cosine"] = "euclidean"
-    #: ``triplet``: batch-hard triplets; ``subspace_triplet``: one embedding chunk per cluster.
-    loss: Literal["triplet", "subspace_triplet"] = "triplet"
-    #: ``null``: soft margin log(1 + exp(d_ap - d_an)).
+    #: any ``rk.losses.create_loss`` name: ``triplet`` (batch-hard triplets, the reproduced
+    #: pipeline), ``subspace_triplet`` (one embedding chunk per cluster), ``subcenter_arcface``,
+    #: ``arcface``, or a pytorch-metric-learning class (``MultiSimilarityLoss``).
+    loss: str = "triplet"
+    #: keyword arguments of the loss; ``num_classes`` and ``embedding_size`` are supplied from
+    #: the data and the model when the loss needs them.
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: any ``rk.miners.create_miner`` name, ``none`` (no miner), or ``auto``: ``batch_hard``
+    #: for ``triplet`` / ``subspace_triplet``, none for any other loss.
+    miner: str | None = "auto"
+    miner_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: triplet losses' margin; ``null``: soft margin log(1 + exp(d_ap - d_an)). Other losses
+    #: take theirs in ``loss_kwargs``.
     margin: float | None = None
+    #: ArcFace family: one margin per class from its image count, ``a * n ** -lam + b`` scaled
+    #: into ``dynamic_margin_range`` (``rk.losses.dynamic_margins``, Ha et al. 2020).
+    dynamic_margins: bool = False
+    dynamic_margin_range: list[float] = field(default_factory=lambda: [0.05, 0.5])
+    dynamic_margin_lambda: float = 0.25
+    #: learning rate of the loss's own parameters (an ArcFace head) = lr x this.
+    loss_lr_mult: float = 1.0
+    #: ``constant`` (the reproduced pipeline) or ``warmup_cosine``: linear warm-up over
+    #: ``warmup_steps`` optimizer steps, then cosine decay to 0 at the last step.
+    schedule: Literal["constant", "warmup_cosine"] = "constant"
+    warmup_steps: int = 0
     #: ``cluster``: each batch from one cluster of look-alike classes; ``pk``: P x K at random.
     sampler: Literal["cluster", "pk"] = "cluster"
     num_clusters: int = 20
@@ -375,6 +399,7 @@ def _check_values(config: Config) -> None:
         "train.recluster_every": config.train.recluster_every,
         "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
         "train.lr": config.train.lr,
+        "train.warmup_steps": config.train.warmup_steps,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -393,6 +418,7 @@ def _check_values(config: Config) -> None:
             f"train.crop_scale: expected [low, high] with 0 < low <= high <= 1, "
             f"got {config.train.crop_scale}"
         )
+    _check_train(config.train)
     if config.model.resize_size < config.model.image_size:
         raise ConfigError(
             f"model.resize_size: must be >= model.image_size={config.model.image_size}, "
@@ -422,6 +448,44 @@ def _check_values(config: Config) -> None:
             f"usage that is not scored, so exactly one usage must be scored, got "
             f"{config.split.scored_usage}"
         )
+
+
+def _check_train(tc: TrainConfig) -> None:
+    if tc.loss_lr_mult <= 0:
+        raise ConfigError(f"train.loss_lr_mult: must be > 0, got {tc.loss_lr_mult}")
+    low_high = tc.dynamic_margin_range
+    if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1]:
+        raise ConfigError(
+            "train.dynamic_margin_range: expected [low, high] with 0 <= low <= high, "
+            f"got {low_high}"
+        )
+    if tc.dynamic_margins and tc.loss not in ("subcenter_arcface", "arcface"):
+        raise ConfigError(
+            f"train.dynamic_margins: needs train.loss subcenter_arcface or arcface (margins in "
+            f"radians, one per class), got {tc.loss!r}"
+        )
+    if tc.loss == "subspace_triplet" and tc.schedule != "constant":
+        raise ConfigError("train.schedule: subspace_triplet trains with a constant rate")
+
+
+def check_components(config: Config) -> None:
+    """Refuse an unknown ``train.loss`` / ``train.miner`` name, naming the key (imports torch).
+
+    Example:
+        >>> check_components(config_from_dict({"train": {"loss": "MultiSimilarityLoss"}}))
+    """
+    import retrieval_kit as rk  # lazy: run.py --help stays fast
+
+    tc = config.train
+    checks = [("train.loss", tc.loss, rk.losses.list_losses, rk.losses.create_loss)]
+    if tc.miner is not None and tc.miner.lower() not in ("none", "auto"):
+        checks.append(("train.miner", tc.miner, rk.miners.list_miners, rk.miners.create_miner))
+    for key, name, names, create in checks:
+        if name not in names():
+            try:
+                create(name)
+            except KeyError as e:  # the registry's message, with close names
+                raise ConfigError(f"{key}: {e}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -543,6 +607,7 @@ def check_inputs(config: Config) -> None:
                     f"data.root: no {' or '.join(wanted)} in {root} (format gldv2 expects the "
                     "Kaggle files: train.csv, train/a/b/c/<id>.jpg ...)"
                 )
+    check_components(config)
     files = {
         "clean.places365_checkpoint": config.clean.places365_checkpoint,
         "clean.places365_io": config.clean.places365_io,

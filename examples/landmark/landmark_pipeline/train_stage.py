@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +17,13 @@ import torch
 from pytorch_metric_learning.distances import LpDistance
 
 import retrieval_kit as rk
-from retrieval_kit.io import atomic_write_json
+from retrieval_kit.io import atomic_write, atomic_write_json, atomic_write_text
 
-from .config import Config, section_hash
+from .config import Config, ConfigError, check_components
 from .context import Context
 from .data_stages import load_split
 
 logger = logging.getLogger(__name__)
-
-TRAIN_SECTIONS = ("seed", "model", "train")
 
 
 def build_model(
@@ -121,12 +124,267 @@ def _broadcast(obj: Any) -> Any:
     return box[0]
 
 
+@dataclass
+class TrainingParts:
+    """What trains: built by :func:`build_training`, the one place a loss, miner or sampler is set.
+
+    Attributes:
+        model: the embedding network (on the device).
+        train_model: ``model``, or its DDP wrapper under torchrun.
+        loss_fn: the loss (on the device; its parameters, e.g. an ArcFace head, are optimised).
+        miner: the in-batch miner, or ``None``.
+        optimizer: over the model's and the loss's parameters (the loss's at its own rate).
+        scheduler: per-optimizer-step learning-rate schedule, or ``None`` (constant rate).
+        scaler: the AMP gradient scaler, or ``None``.
+        dataset: the training images with contiguous class indices ``0..C-1`` as labels.
+        make_sampler: ``make_sampler(clusters)``: the batch sampler (cluster or P x K).
+        sampler: the first epoch's sampler.
+        clusters: class -> cluster of look-alike classes, or ``None``.
+        freeze_bn: what ``train_one_epoch(freeze_bn=...)`` gets.
+    """
+
+    model: torch.nn.Module
+    train_model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    miner: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    dataset: torch.utils.data.Dataset
+    make_sampler: Callable[[dict[int, int] | None], Any]
+    sampler: Any
+    clusters: dict[int, int] | None
+    freeze_bn: Any = False
+
+
+def build_training(
+    cfg: Config,
+    paths: list[str],
+    labels: np.ndarray,
+    *,
+    device: torch.device,
+    distributed: bool = False,
+    find_clusters: Callable[[], dict[int, int] | None] = lambda: None,
+) -> TrainingParts:
+    """Model, loss, miner, optimizer, schedule and sampler of the config's ``train`` section.
+
+    ``find_clusters`` is called once the model is built (its random head comes first in the
+    seeded random stream). ``labels`` are the landmark ids; the dataset yields their
+    contiguous indices, which classification losses (ArcFace) need.
+
+    Example:
+        >>> parts = build_training(cfg, paths, labels, device=torch.device("cpu"))  # doctest: +SKIP
+    """
+    tc = cfg.train
+    model = build_model(cfg)
+    if tc.loss == "subspace_triplet" and model.embedding_dim % tc.num_clusters:
+        raise ValueError(
+            f"train.num_clusters={tc.num_clusters} must divide the embedding size "
+            f"{model.embedding_dim} for the subspace loss"
+        )
+    clusters = find_clusters()
+    model.to(device)
+    model.normalize = tc.distance == "cosine"
+    classes, targets = np.unique(labels, return_inverse=True)
+    loss_fn = build_loss(cfg, np.bincount(targets, minlength=len(classes)), model.embedding_dim)
+    loss_fn.to(device)
+    miner = build_miner(cfg)
+    optimizer = rk.train.build_optimizer(
+        model,
+        loss_fn,
+        name=tc.optimizer,
+        lr=tc.lr,
+        loss_lr_mult=tc.loss_lr_mult,
+        weight_decay=tc.weight_decay,
+        **({"momentum": tc.momentum} if tc.optimizer == "sgd" else {}),
+    )
+    train_model: torch.nn.Module = model
+    if distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    dcfg = data_config(cfg, model)
+    if tc.augment == "squash_crop":
+        transform = rk.data.build_train_transform(dcfg)
+    else:
+        transform = rk.data.build_train_transform(
+            dcfg, random_resized_crop=True, scale=tuple(tc.crop_scale)
+        )
+    dataset = rk.data.ImageListDataset(paths, targets.astype(np.int64), transform=transform)
+
+    def make_sampler(mapping: dict[int, int] | None) -> Any:
+        kw = dict(seed=cfg.seed, split_batches=distributed)  # each rank: a share of every batch
+        if tc.sampler == "cluster" and mapping is not None:
+            return rk.samplers.ClusterBatchSampler(
+                labels, mapping, tc.classes_per_batch, tc.samples_per_class, **kw
+            )
+        return rk.samplers.PKSampler(labels, tc.classes_per_batch, tc.samples_per_class, **kw)
+
+    sampler = make_sampler(clusters)
+    scheduler = None
+    if tc.schedule == "warmup_cosine":
+        batches = len(sampler)
+        if tc.max_batches_per_epoch is not None:
+            batches = min(batches, tc.max_batches_per_epoch)
+        steps = tc.epochs * math.ceil(batches / tc.accumulate)
+        scheduler = rk.train.warmup_cosine_schedule(optimizer, tc.warmup_steps, max(steps, 1))
+    return TrainingParts(
+        model=model,
+        train_model=train_model,
+        loss_fn=loss_fn,
+        miner=miner,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type) if tc.amp else None,
+        dataset=dataset,
+        make_sampler=make_sampler,
+        sampler=sampler,
+        clusters=clusters,
+        # Pretrained trunk statistics stay; the new head's BatchNorm1d still learns.
+        freeze_bn=model.trunk if tc.freeze_bn else False,
+    )
+
+
+def build_loss(cfg: Config, class_counts: np.ndarray, embedding_size: int) -> torch.nn.Module:
+    """``train.loss`` with ``train.loss_kwargs``; sizes and dynamic margins from the data.
+
+    Triplet losses get ``train.margin`` and the config's distance; a loss that needs
+    ``num_classes`` / ``embedding_size`` (the ArcFace family, PML's proxy losses) gets them from
+    ``class_counts`` and the model unless ``loss_kwargs`` sets them.
+    """
+    tc = cfg.train
+    kwargs: dict[str, Any] = dict(tc.loss_kwargs)
+    if tc.loss in ("triplet", "subspace_triplet"):
+        kwargs.setdefault("margin", tc.margin)
+        kwargs.setdefault("distance", _distance(cfg))
+        if tc.loss == "subspace_triplet":
+            kwargs.setdefault("num_subspaces", tc.num_clusters)
+    if tc.dynamic_margins:
+        if "margin" in kwargs:
+            raise ConfigError("train.loss_kwargs.margin: not with train.dynamic_margins: true")
+        kwargs["margin"] = rk.losses.dynamic_margins(
+            class_counts,
+            lam=tc.dynamic_margin_lambda,
+            margin_range=tuple(tc.dynamic_margin_range),
+        )
+    try:
+        return rk.losses.create_loss(tc.loss, **kwargs)
+    except TypeError as e:
+        # A classification loss: its required sizes are named in Python's "missing" message.
+        sizes = {"num_classes": len(class_counts), "embedding_size": embedding_size}
+        missing = {k: v for k, v in sizes.items() if k not in kwargs and f"'{k}'" in str(e)}
+        if not missing:
+            raise ConfigError(f"train.loss_kwargs: {e}") from None
+    try:
+        return rk.losses.create_loss(tc.loss, **kwargs, **missing)
+    except TypeError as e:
+        raise ConfigError(f"train.loss_kwargs: {e}") from None
+
+
+def build_miner(cfg: Config) -> Any:
+    """``train.miner`` with ``train.miner_kwargs`` (``None``: no miner).
+
+    ``auto``: batch-hard under the config's distance for the triplet losses (the reproduced
+    pipeline), none for others (a classification loss uses every sample).
+    """
+    tc = cfg.train
+    name = tc.miner
+    if name is None or name.lower() == "none":
+        return None
+    kwargs = dict(tc.miner_kwargs)
+    if name.lower() == "auto":
+        if tc.loss not in ("triplet", "subspace_triplet"):
+            return None
+        name = "batch_hard"
+    if name == "batch_hard":
+        kwargs.setdefault("distance", _distance(cfg))
+    try:
+        return rk.miners.create_miner(name, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"train.miner_kwargs: {e}") from None
+
+
+def _run_hash(cfg: Config) -> str:
+    from .runner import STAGES  # lazy: the runner imports this module lazily too
+
+    return STAGES["train"].config_hash(cfg)
+
+
+@dataclass
+class _StepLog:
+    """Per-optimizer-step rows (``train/steps.csv``), rewritten atomically after each epoch."""
+
+    path: Path
+    images_per_batch: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    _last: tuple[int, float, float, float] = (0, 0.0, 0.0, 0.0)
+    _start: int = 0
+
+    def start_epoch(self, start_step: int, optimizer: torch.optim.Optimizer) -> None:
+        lr = optimizer.param_groups[0]["lr"]
+        self._start = start_step
+        self._last = (start_step, 0.0, time.perf_counter(), lr)
+
+    def on_step(self, epoch: int, done: int, stats: dict[str, float], parts: TrainingParts) -> None:
+        batches0, loss_sum0, t0, lr = self._last
+        now = time.perf_counter()
+        n = done - batches0
+        # stats["loss"] is the running mean since start_step: this step's from the sums.
+        loss_sum = stats["loss"] * (done - self._start)
+        row: dict[str, Any] = {
+            "step": len(self.rows) + 1,
+            "epoch": epoch + 1,
+            "batch": done,
+            "loss": (loss_sum - loss_sum0) / max(n, 1),
+            "lr": lr,  # the model's rate this step used (the scheduler has stepped since)
+            "images_per_s": n * self.images_per_batch / max(now - t0, 1e-9),
+        }
+        for key, value in (getattr(parts.loss_fn, "last_stats", None) or {}).items():
+            row[key] = float(value)
+        self.rows.append(row)
+        self._last = (done, loss_sum, now, parts.optimizer.param_groups[0]["lr"])
+
+    def resume(self, epochs_done: int) -> None:
+        """Keep the rows of the epochs a checkpoint holds (the file has whole epochs only)."""
+        if self.path.is_file():
+            with self.path.open(newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+
+    def write(self) -> None:
+        columns: list[str] = []
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+
+def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
 def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     cfg, tc = ctx.config, ctx.config.train
+    check_components(cfg)  # an unknown loss or miner fails before anything is written
     out_dir = ctx.out / "train"
     ckpt_dir = out_dir / "checkpoints"
     last = ckpt_dir / "last.pt"
-    run_hash = section_hash(cfg, *TRAIN_SECTIONS)
+    run_hash = _run_hash(cfg)
     dist = rk.train.distributed
     distributed = dist.is_distributed()  # joined by the runner under torchrun
     device = ctx.device
@@ -137,13 +395,6 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     labels = np.array([int(r.label) for r in rows], dtype=np.int64)
     rk.train.seed_everything(cfg.seed, deterministic=tc.deterministic)
 
-    model = build_model(cfg)
-    dcfg = data_config(cfg, model)
-    if tc.loss == "subspace_triplet" and model.embedding_dim % tc.num_clusters:
-        raise ValueError(
-            f"train.num_clusters={tc.num_clusters} must divide the embedding size "
-            f"{model.embedding_dim} for the subspace loss"
-        )
     init_path = model_paths(ctx.out)["baseline"]
     if main:
         # What baseline_gap measures: the pretrained backbone's pooled features, without the
@@ -164,77 +415,47 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     elif last.is_file():
         logger.info("--force: training from scratch (ignoring %s)", last)
 
-    # Look-alike clusters of classes, from a frozen pretrained model (computed once per run).
-    clusters: dict[int, int] | None = None
-    if resume is not None and resume["extra"].get("clusters") is not None:
-        clusters = {int(c): int(k) for c, k in resume["extra"]["clusters"]}
-    elif tc.sampler == "cluster" or tc.loss == "subspace_triplet":
-        frozen = rk.backbones.create_backbone(
-            tc.cluster_backbone, pretrained=tc.cluster_pretrained, embedding_dim=None
-        )
-        logger.info(
-            "class centres from frozen %s, %d clusters", tc.cluster_backbone, tc.num_clusters
-        )
-        clusters = class_clusters(
-            frozen, paths, labels, tc.num_clusters, ctx, cfg.model.image_size, cfg.seed
-        )
-        del frozen
-
-    model.to(device)
-    model.normalize = tc.distance == "cosine"
-    # Pretrained trunk statistics stay; the new head's BatchNorm1d still learns.
-    freeze_bn = model.trunk if tc.freeze_bn else False
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
-    )
-    scaler = torch.amp.GradScaler(device.type) if tc.amp else None
-    train_model: torch.nn.Module = model
-    if distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    if tc.augment == "squash_crop":
-        transform = rk.data.build_train_transform(dcfg)
-    else:
-        transform = rk.data.build_train_transform(
-            dcfg, random_resized_crop=True, scale=tuple(tc.crop_scale)
-        )
-    dataset = rk.data.ImageListDataset(paths, labels, transform=transform)
-    distance = _distance(cfg)
-    miner = rk.miners.BatchHardMiner(distance=distance)
-    if tc.loss == "subspace_triplet":
-        loss_fn = rk.losses.SubspaceTripletLoss(
-            tc.num_clusters, margin=tc.margin, distance=distance
-        )
-    else:
-        loss_fn = rk.losses.TripletLoss(margin=tc.margin, distance=distance)
-
-    def make_sampler(mapping: dict[int, int] | None, rows_labels: np.ndarray) -> Any:
-        kw = dict(seed=cfg.seed, split_batches=distributed)  # each rank: a share of every batch
-        if tc.sampler == "cluster" and mapping is not None:
-            return rk.samplers.ClusterBatchSampler(
-                rows_labels, mapping, tc.classes_per_batch, tc.samples_per_class, **kw
+    def find_clusters() -> dict[int, int] | None:
+        # Look-alike clusters of classes, from a frozen pretrained model (once per run).
+        if resume is not None and resume["extra"].get("clusters") is not None:
+            return {int(c): int(k) for c, k in resume["extra"]["clusters"]}
+        if tc.sampler == "cluster" or tc.loss == "subspace_triplet":
+            frozen = rk.backbones.create_backbone(
+                tc.cluster_backbone, pretrained=tc.cluster_pretrained, embedding_dim=None
             )
-        return rk.samplers.PKSampler(rows_labels, tc.classes_per_batch, tc.samples_per_class, **kw)
+            logger.info(
+                "class centres from frozen %s, %d clusters", tc.cluster_backbone, tc.num_clusters
+            )
+            return class_clusters(
+                frozen, paths, labels, tc.num_clusters, ctx, cfg.model.image_size, cfg.seed
+            )
+        return None
 
-    sampler = make_sampler(clusters, labels)
+    parts = build_training(
+        cfg, paths, labels, device=device, distributed=distributed, find_clusters=find_clusters
+    )
+    model, sampler = parts.model, parts.sampler
+    step_log = _StepLog(out_dir / "steps.csv", tc.classes_per_batch * tc.samples_per_class)
     start_epoch, start_step = 0, 0
     history: list[dict[str, Any]] = []
     if resume is not None:
-        ck = rk.train.load_checkpoint(
-            last, model=model, optimizer=optimizer, sampler=sampler, scaler=scaler
-        )
+        ck = rk.train.load_checkpoint(last, **_state(parts, sampler))
         start_epoch, start_step = ck["epoch"], ck["step"]
         history = list(ck["extra"].get("history", []))
+        step_log.resume(epochs_done=start_epoch)
         logger.info("resuming from %s: epoch %d, batch %d", last, start_epoch, start_step)
 
-    def extra() -> dict[str, Any]:
-        return {
+    def save(path: Path, sampler: Any, epoch: int, step: int) -> None:
+        extra = {
             "run": run_hash,
-            "clusters": None if clusters is None else [[c, k] for c, k in clusters.items()],
+            "clusters": None
+            if parts.clusters is None
+            else [[c, k] for c, k in parts.clusters.items()],
             "history": history,
         }
+        rk.train.save_checkpoint(
+            path, **_state(parts, sampler), epoch=epoch, step=step, extra=extra
+        )
 
     for epoch in range(start_epoch, tc.epochs):
         if (
@@ -242,7 +463,7 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             and epoch > 0
             and epoch % tc.recluster_every == 0
             and start_step == 0
-            and clusters is not None
+            and parts.clusters is not None
         ):
             logger.info("epoch %d: re-clustering the classes with the current model", epoch)
             model.normalize = True
@@ -251,102 +472,36 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
                 # them: every shard must be embedded by the same model, rank 0's.
                 for buf in model.buffers():
                     torch.distributed.broadcast(buf, src=0)
-            clusters = class_clusters(
+            parts.clusters = class_clusters(
                 model, paths, labels, tc.num_clusters, ctx, cfg.model.image_size, cfg.seed + epoch
             )
             model.normalize = tc.distance == "cosine"
-            sampler = make_sampler(clusters, labels)
+            sampler = parts.make_sampler(parts.clusters)
         if start_step == 0:
             sampler.set_epoch(epoch)
         logger.info("epoch %d/%d", epoch + 1, tc.epochs)
         if tc.loss == "subspace_triplet" and not (epoch == tc.epochs - 1 and tc.epochs > 1):
-            stats = _subspace_epoch(
-                train_model,
-                dataset,
-                labels,
-                clusters,
-                loss_fn,
-                miner,
-                optimizer,
-                scaler,
-                device,
-                ctx,
-                epoch,
-                freeze_bn,
-            )
+            stats = _subspace_epoch(parts, labels, ctx, epoch)
         else:
-            loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_sampler=sampler,
-                num_workers=tc.num_workers,
-                # Its own generator: creating the iterator must not draw from the global RNG,
-                # or a resumed epoch's random crops would differ from an uninterrupted run's.
-                generator=torch.Generator().manual_seed(ctx.config.seed + epoch),
-            )
-            since_ckpt = [0]
-
-            def on_step(
-                step: int,
-                stats: dict[str, float],
-                epoch: int = epoch,
-                since_ckpt: list[int] = since_ckpt,
-                sampler: Any = sampler,
-            ) -> None:
-                # Mid-epoch checkpoint (exact resume needs num_workers=0: workers prefetch).
-                since_ckpt[0] += 1
-                due = tc.checkpoint_every_steps and since_ckpt[0] % tc.checkpoint_every_steps == 0
-                if due and main and step < len(sampler):
-                    rk.train.save_checkpoint(
-                        last,
-                        model=model,
-                        optimizer=optimizer,
-                        sampler=sampler,
-                        scaler=scaler,
-                        epoch=epoch,
-                        step=step,
-                        extra=extra(),
-                    )
-
-            max_steps = tc.max_batches_per_epoch
-            if max_steps is not None:
-                max_steps = max(0, max_steps - start_step)
-            stats = rk.train.train_one_epoch(
-                train_model,
-                loader,
-                loss_fn,
-                miner,
-                optimizer,
-                scaler=scaler,
-                accumulate=tc.accumulate,
-                device=device,
-                gather_for_mining=distributed,
-                freeze_bn=freeze_bn,
-                max_steps=max_steps,
-                start_step=start_step,
-                progress=ctx.progress and main,
-                on_step=on_step,
-            )
+            stats = _epoch(parts, sampler, ctx, epoch, start_step, save, step_log)
         start_step = 0
         history.append({"epoch": epoch + 1, **{k: float(v) for k, v in stats.items()}})
         logger.info(
-            "epoch %d: loss %.4f, active triplets %.3f, %.1f img/s",
+            "epoch %d: loss %.4f, %s%.1f img/s",
             epoch + 1,
             stats["loss"],
-            stats.get("active_fraction", math.nan),
+            "".join(
+                f"{k} {stats[k]:.3f}, "
+                for k in ("active_fraction", "accuracy", "mean_angle")
+                if k in stats
+            ),
             stats.get("images_per_s", math.nan),
         )
         if main:
-            kwargs = dict(
-                model=model,
-                optimizer=optimizer,
-                sampler=sampler,
-                scaler=scaler,
-                epoch=epoch + 1,
-                step=0,
-                extra=extra(),
-            )
-            rk.train.save_checkpoint(ckpt_dir / f"epoch_{epoch + 1:03d}.pt", **kwargs)
-            rk.train.save_checkpoint(last, **kwargs)
+            save(ckpt_dir / f"epoch_{epoch + 1:03d}.pt", sampler, epoch + 1, 0)
+            save(last, sampler, epoch + 1, 0)
+            step_log.write()
+            _plot_history(history, out_dir / "loss.png")
         dist.barrier()
 
     outputs: list[Path] = []
@@ -355,34 +510,97 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         final = model_paths(ctx.out)["trained"]
         rk.train.save_checkpoint(final, model=model, epoch=tc.epochs, extra={"run": run_hash})
         atomic_write_json(out_dir / "history.json", history)
-        outputs = [init_path, final, out_dir / "history.json"]
+        if not step_log.path.is_file():  # no epoch to run (resumed at the end)
+            step_log.write()
+        outputs = [init_path, final, out_dir / "history.json", step_log.path]
     dist.barrier()
     summary = {
         "epochs": tc.epochs,
+        "loss": tc.loss,
         "final_loss": history[-1]["loss"] if history else None,
         "images": len(paths),
         "classes": int(len(np.unique(labels))),
-        "clusters": None if clusters is None else len(set(clusters.values())),
+        "clusters": None if parts.clusters is None else len(set(parts.clusters.values())),
     }
     return outputs, summary
 
 
+def _state(parts: TrainingParts, sampler: Any) -> dict[str, Any]:
+    """What a checkpoint saves and restores: ``save_checkpoint`` / ``load_checkpoint`` kwargs."""
+    state: dict[str, Any] = dict(
+        model=parts.model,
+        optimizer=parts.optimizer,
+        sampler=sampler,
+        scaler=parts.scaler,
+        loss=parts.loss_fn,
+    )
+    if parts.scheduler is not None:
+        state["scheduler"] = parts.scheduler
+    return state
+
+
+def _epoch(
+    parts: TrainingParts,
+    sampler: Any,
+    ctx: Context,
+    epoch: int,
+    start_step: int,
+    save: Callable[[Path, Any, int, int], None],
+    step_log: _StepLog,
+) -> dict[str, float]:
+    """One epoch over the whole training set, with mid-epoch checkpoints and the step log."""
+    tc = ctx.config.train
+    dist = rk.train.distributed
+    main = dist.is_main_process()
+    last = ctx.out / "train" / "checkpoints" / "last.pt"
+    loader = torch.utils.data.DataLoader(
+        parts.dataset,
+        batch_sampler=sampler,
+        num_workers=tc.num_workers,
+        # Its own generator: creating the iterator must not draw from the global RNG,
+        # or a resumed epoch's random crops would differ from an uninterrupted run's.
+        generator=torch.Generator().manual_seed(ctx.config.seed + epoch),
+    )
+    since_ckpt = 0
+    step_log.start_epoch(start_step, parts.optimizer)
+
+    def on_step(step: int, stats: dict[str, float]) -> None:
+        nonlocal since_ckpt
+        step_log.on_step(epoch, step, stats, parts)
+        # Mid-epoch checkpoint (exact resume needs num_workers=0: workers prefetch).
+        since_ckpt += 1
+        due = tc.checkpoint_every_steps and since_ckpt % tc.checkpoint_every_steps == 0
+        if due and main and step < len(sampler):
+            save(last, sampler, epoch, step)
+
+    max_steps = tc.max_batches_per_epoch
+    if max_steps is not None:
+        max_steps = max(0, max_steps - start_step)
+    return rk.train.train_one_epoch(
+        parts.train_model,
+        loader,
+        parts.loss_fn,
+        parts.miner,
+        parts.optimizer,
+        scheduler=parts.scheduler,
+        scaler=parts.scaler,
+        accumulate=tc.accumulate,
+        device=ctx.device,
+        gather_for_mining=dist.is_distributed(),
+        freeze_bn=parts.freeze_bn,
+        max_steps=max_steps,
+        start_step=start_step,
+        progress=ctx.progress and main,
+        on_step=on_step,
+    )
+
+
 def _subspace_epoch(
-    model,
-    dataset,
-    labels,
-    clusters,
-    loss_fn,
-    miner,
-    optimizer,
-    scaler,
-    device,
-    ctx,
-    epoch,
-    freeze_bn,
+    parts: TrainingParts, labels: np.ndarray, ctx: Context, epoch: int
 ) -> dict[str, float]:
     # Divide and Conquer: cluster k's classes train embedding chunk k, one cluster after another.
     tc = ctx.config.train
+    clusters = parts.clusters
     totals: dict[str, float] = {"loss": 0.0, "batches": 0.0}
     cap = tc.max_batches_per_epoch
     groups = sorted(set(clusters.values()))
@@ -398,22 +616,22 @@ def _subspace_epoch(
         )
         sampler.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, rows.tolist()),
+            torch.utils.data.Subset(parts.dataset, rows.tolist()),
             batch_sampler=sampler,
             num_workers=tc.num_workers,
             generator=torch.Generator().manual_seed(ctx.config.seed + 1000 * epoch + k),
         )
         stats = rk.train.train_one_epoch(
-            model,
+            parts.train_model,
             loader,
-            loss_fn,
-            miner,
-            optimizer,
-            scaler=scaler,
+            parts.loss_fn,
+            parts.miner,
+            parts.optimizer,
+            scaler=parts.scaler,
             accumulate=tc.accumulate,
-            device=device,
+            device=ctx.device,
             subspace=k,
-            freeze_bn=freeze_bn,
+            freeze_bn=parts.freeze_bn,
             progress=ctx.progress,
             max_steps=None if cap is None else max(1, math.ceil(cap / len(groups))),
         )

@@ -1,0 +1,190 @@
+"""The landmark example's train stage with losses and miners chosen by name in the config."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "landmark"
+sys.path.insert(0, str(EXAMPLE))
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The tiny config and helpers of the pipeline's own tests (one source for "tiny").
+pipeline = _load("landmark_pipeline_tests", Path(__file__).with_name("test_landmark_pipeline.py"))
+
+from landmark_pipeline import config as cfgmod  # noqa: E402
+from landmark_pipeline import train_stage  # noqa: E402
+from landmark_pipeline.state import StageMarker  # noqa: E402
+from landmark_pipeline.table import read_table  # noqa: E402
+
+import retrieval_kit as rk  # noqa: E402
+
+ARCFACE = {
+    "loss": "subcenter_arcface",
+    "dynamic_margins": True,
+    "loss_kwargs": {"scale": 16.0},
+    "loss_lr_mult": 10.0,
+}
+MULTI_SIMILARITY = {"loss": "MultiSimilarityLoss", "miner": "MultiSimilarityMiner"}
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    """prepare, clean and split of the tiny config, done once."""
+    out = tmp_path_factory.mktemp("split")
+    config = pipeline.tiny_config()
+    pipeline._run(config, out, ["prepare", "clean", "split"])
+    return out
+
+
+def _train(split_run: Path, out: Path, **train) -> tuple[cfgmod.Config, dict]:
+    pipeline._copy_stages(split_run, out, ("prepare", "clean", "split"))
+    config = pipeline.tiny_config(train=train)
+    config.data.root = str(split_run / "data")
+    report = pipeline._run(config, out, ["train"])
+    return config, report
+
+
+def _train_labels(out: Path) -> np.ndarray:
+    rows = read_table(out / "split" / "images.csv")
+    return np.array([int(r.label) for r in rows if r.role == "train"])
+
+
+@pytest.mark.slow
+def test_subcenter_arcface_with_dynamic_margins_trains(split_run, tmp_path):
+    _, report = _train(split_run, tmp_path, **ARCFACE, schedule="warmup_cosine", warmup_steps=1)
+    assert report["train"]["status"] == "ran"
+    (epoch,) = json.loads((tmp_path / "train" / "history.json").read_text())
+    assert math.isfinite(epoch["loss"]) and epoch["loss"] > 0
+    assert 0 <= epoch["accuracy"] <= 1 and math.isfinite(epoch["mean_angle"])
+    ck = torch.load(tmp_path / "train" / "checkpoints" / "last.pt", weights_only=True)
+    # The head: one column per sub-centre of every training class, margins from class counts.
+    labels = _train_labels(tmp_path)
+    counts = np.unique(labels, return_counts=True)[1]
+    assert ck["loss"]["W"].shape == (32, 3 * len(counts))
+    expected = rk.losses.dynamic_margins(counts)
+    assert torch.allclose(ck["loss"]["margins"], expected.to(ck["loss"]["margins"]))
+    # The head is optimised, at lr x loss_lr_mult, and the schedule is saved with it.
+    groups = ck["optimizer"]["param_groups"]
+    assert len(groups) == 2 and groups[1]["initial_lr"] == pytest.approx(
+        10 * groups[0]["initial_lr"]
+    )
+    assert "scheduler" in ck
+    steps = list(csv.DictReader((tmp_path / "train" / "steps.csv").open()))
+    assert len(steps) == epoch["steps"]
+    assert all(math.isfinite(float(s["loss"])) and "accuracy" in s for s in steps)
+    assert float(steps[0]["lr"]) == 0.0  # warm-up starts from 0
+    assert (tmp_path / "train" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_multi_similarity_loss_and_miner_by_name(split_run, tmp_path):
+    _, report = _train(split_run, tmp_path, **MULTI_SIMILARITY)
+    assert report["train"]["status"] == "ran"
+    (epoch,) = json.loads((tmp_path / "train" / "history.json").read_text())
+    assert math.isfinite(epoch["loss"])
+    assert epoch["pos_pairs"] > 0 and epoch["neg_pairs"] > 0  # the pair miner ran
+
+
+@pytest.mark.slow
+def test_arcface_resume_restores_the_head(split_run, tmp_path, monkeypatch):
+    train = {**ARCFACE, "epochs": 2, "sampler": "pk", "max_batches_per_epoch": 2}
+    train["deterministic"] = True
+    _train(split_run, tmp_path / "whole", **train)
+    whole = torch.load(tmp_path / "whole" / "train" / "checkpoints" / "last.pt", weights_only=True)
+
+    real = rk.train.train_one_epoch
+    calls = []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rk.train, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _train(split_run, tmp_path / "resumed", **train)
+    assert StageMarker(tmp_path / "resumed", "train").read() is None
+    monkeypatch.setattr(rk.train, "train_one_epoch", real)
+    config = pipeline.tiny_config(train=train)
+    config.data.root = str(split_run / "data")
+    pipeline._run(config, tmp_path / "resumed", ["train"])
+    resumed = torch.load(
+        tmp_path / "resumed" / "train" / "checkpoints" / "last.pt", weights_only=True
+    )
+    torch.testing.assert_close(resumed["loss"]["W"], whole["loss"]["W"], rtol=0, atol=0)
+    for key, value in whole["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0)
+
+
+def test_unknown_loss_is_one_error_line_naming_the_key(tmp_path, capsys):
+    run = _load("landmark_run_cli_losses", EXAMPLE / "run.py")
+    out = tmp_path / "o"
+    argv = ["train", "--config", str(EXAMPLE / "configs" / "demo.yaml"), "--out", str(out)]
+    assert run.main([*argv, "--set", "train.loss=tripplet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: train.loss: unknown loss 'tripplet'") and "'triplet'" in err
+    assert not out.exists()  # nothing written
+    assert run.main([*argv, "--set", "train.miner=BatchHard"]) == 2
+    assert "train.miner: unknown miner 'BatchHard'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_miner_auto_none_and_names():
+    def miner(**train):
+        return train_stage.build_miner(cfgmod.config_from_dict({"train": train}))
+
+    assert isinstance(miner(), rk.miners.BatchHardMiner)  # triplet: the reproduced pipeline
+    assert miner(loss="subcenter_arcface") is None
+    assert miner(miner="none") is None and miner(miner=None) is None
+    semi = miner(miner="semi_hard", miner_kwargs={"margin": 0.3})
+    assert isinstance(semi, rk.miners.SemiHardMiner) and semi.margin == 0.3
+    with pytest.raises(cfgmod.ConfigError, match="train.miner_kwargs"):
+        miner(miner="semi_hard", miner_kwargs={"margn": 0.3})
+
+
+def test_loss_gets_sizes_from_data_and_kwargs_from_config():
+    def loss(counts=(3, 5, 4), **train):
+        config = cfgmod.config_from_dict({"train": train})
+        return train_stage.build_loss(config, np.array(counts), 16)
+
+    arc = loss(loss="arcface", loss_kwargs={"margin": 0.2})
+    assert arc.W.shape == (16, 3) and torch.allclose(arc.margins, torch.tensor(0.2))
+    proxy = loss(loss="ProxyAnchorLoss")  # a PML loss that needs the sizes too
+    assert proxy.proxies.shape == (3, 16)
+    ms = loss(loss="MultiSimilarityLoss", loss_kwargs={"alpha": 3.0})
+    assert ms.alpha == 3.0
+    triplet = loss(margin=0.1)
+    assert isinstance(triplet, rk.losses.TripletLoss) and triplet.margin == 0.1
+    with pytest.raises(cfgmod.ConfigError, match="train.loss_kwargs"):
+        loss(loss="MultiSimilarityLoss", loss_kwargs={"alpah": 3.0})
+    with pytest.raises(cfgmod.ConfigError, match="train.dynamic_margins"):
+        cfgmod.config_from_dict({"train": {"loss": "triplet", "dynamic_margins": True}})
+
+
+def test_recipe_config_loads():
+    config = cfgmod.load_config(EXAMPLE / "configs" / "gldv2_arcface.yaml")
+    tc = config.train
+    assert tc.loss == "subcenter_arcface" and tc.dynamic_margins and tc.miner == "none"
+    assert tc.loss_kwargs == {"sub_centers": 3, "scale": 80.0}
+    assert tc.classes_per_batch * tc.samples_per_class * tc.accumulate == 256
+    assert tc.optimizer == "adam" and tc.schedule == "warmup_cosine"
+    cfgmod.check_components(config)
