@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -154,12 +154,10 @@ def run(
 
 def machine() -> str:
     """One line naming the CPU, the thread count and the library versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from doc_section import cpu_model
+
+    cpu = cpu_model()
     import pytorch_metric_learning
 
     return (

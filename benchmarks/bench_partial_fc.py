@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -141,12 +140,10 @@ def run(
 
 def machine() -> str:
     """CPU, cores, torch threads, library versions, date and load."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from doc_section import cpu_model
+
+    cpu = cpu_model()
     import pytorch_metric_learning
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -20,21 +20,34 @@ from pathlib import Path
 
 from retrieval_kit.io import atomic_write_text
 
-__all__ = ["machine_line", "markers", "replace_section", "write_section", "write_sections"]
+__all__ = [
+    "cpu_model",
+    "machine_line",
+    "markers",
+    "replace_section",
+    "write_section",
+    "write_sections",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def machine_line() -> str:
     """CPU model, usable cores, Python/numpy versions, date and load average, in one sentence."""
     import numpy
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()

@@ -106,12 +106,10 @@ def machine_info() -> dict[str, Any]:
 
     import retrieval_kit
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from doc_section import cpu_model
+
+    cpu = cpu_model()
     ram = None
     try:
         with open("/proc/meminfo") as f:
