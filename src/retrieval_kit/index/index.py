@@ -51,7 +51,8 @@ class Index:
         metric: ``"ip"`` (inner product; cosine on unit vectors) or ``"l2"``.
         factory: the faiss factory string the index was built from.
         search_params: tuned search parameters, e.g. ``{"nprobe": 24}``.
-        info: build facts (tuned recall, train size, ...), saved with the index.
+        info: build facts (tuned recall, train size, ...), saved with the index; timings
+            (keys ending in ``_seconds``) stay in memory only.
 
     Example:
         >>> import numpy as np, retrieval_kit as rk
@@ -327,7 +328,9 @@ class Index:
             "factory": self.factory,
             "search_params": self.search_params,
             "ids_kind": "str" if self._ids.dtype.kind == "U" else "int",
-            "info": self.info,
+            # Timings describe one run, not the index: saving them would make the same index
+            # built twice differ byte for byte (and invalidate whatever hashed the file).
+            "info": {k: v for k, v in self.info.items() if not k.endswith("_seconds")},
             "library_version": __version__,
             "faiss_version": faiss.__version__,
         }
