@@ -264,7 +264,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], Protocol]:
 def markdown(rows: list[dict], protocol: Protocol, args: argparse.Namespace) -> str:
     n_l = len(protocol.landmark_ids)
     n_classes = len(set(protocol.labels.values()))
-    command = "python benchmarks/realphoto_eval.py " + " ".join(sys.argv[1:])
+    # The photo folder is named by its last part only: where it lies is the caller's machine.
+    argv = [Path(a).name if a == args.folder else a for a in sys.argv[1:]]
+    command = "python benchmarks/realphoto_eval.py " + " ".join(argv)
     single_long = [r for r in rows if r["mode"] == "long_side" and r["scales"] == "single"]
     by_size: dict[int, list[float]] = {}
     for r in single_long:
