@@ -69,32 +69,36 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _rescore(
+    out: Path, work: Path, seed: int, variant: str, override: str, env: dict[str, str]
+) -> dict[str, Any]:
+    """A copy of the finished run ``out``, its later stages rerun with ``override``: metrics.
+
+    The copy keeps the trained model (checked by hash), so only the evaluation side differs.
+    """
+    copy = work / f"demo_seed{seed}_{variant}"
+    shutil.copytree(out, copy)
+    _run(
+        [sys.executable, str(RUN_PY), "all", "--out", str(copy), "--no-progress",
+         "--set", override],
+        env,
+        work / f"demo_seed{seed}_{variant}.log",
+    )  # fmt: skip
+    if _sha256(out / "train" / "model.pt") != _sha256(copy / "train" / "model.pt"):
+        raise RuntimeError(f"seed {seed}: the {variant} run retrained instead of reusing")
+    return json.loads((copy / "metrics.json").read_text())
+
+
 def run_demo(seed: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
-    """One demo run (default pool), then its trained model scored with the other_usage pool."""
+    """One demo run (default pool), then its trained model rescored: other_usage pool, learned
+    confidence."""
     out = work / f"demo_seed{seed}"
     cmd = [sys.executable, str(RUN_PY), "demo", "--out", str(out), "--no-progress"]
     seconds, _ = _run([*cmd, "--set", f"seed={seed}"], env, work / f"demo_seed{seed}.log")
     index_metrics = json.loads((out / "metrics.json").read_text())
-    other = work / f"demo_seed{seed}_other_usage"
-    shutil.copytree(out, other)
-    _run(
-        [sys.executable, str(RUN_PY), "all", "--out", str(other), "--no-progress",
-         "--set", "split.distractor_source=other_usage"],
-        env,
-        work / f"demo_seed{seed}_other_usage.log",
-    )  # fmt: skip
-    if _sha256(out / "train" / "model.pt") != _sha256(other / "train" / "model.pt"):
-        raise RuntimeError(f"seed {seed}: the other_usage run retrained instead of reusing")
-    other_metrics = json.loads((other / "metrics.json").read_text())
-    learned = work / f"demo_seed{seed}_learned"
-    shutil.copytree(out, learned)
-    _run(
-        [sys.executable, str(RUN_PY), "all", "--out", str(learned), "--no-progress",
-         "--set", "predict.confidence=learned"],
-        env,
-        work / f"demo_seed{seed}_learned.log",
-    )  # fmt: skip
-    learned_metrics = json.loads((learned / "metrics.json").read_text())
+    pool = "split.distractor_source=other_usage"
+    other_metrics = _rescore(out, work, seed, "other_usage", pool, env)
+    learned_metrics = _rescore(out, work, seed, "learned", "predict.confidence=learned", env)
     record = {
         "seed": seed,
         "seconds": seconds,
