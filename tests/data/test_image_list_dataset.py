@@ -141,3 +141,60 @@ def test_config_from_model_attribute():
         data_config = CFG
 
     assert build_eval_transform(M())(Image.new("RGB", (3, 3))).shape == (3, 8, 8)
+
+
+@pytest.fixture
+def noise_files(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"noise{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return paths + paths[:1]  # rows 0 and 3: the same file
+
+
+def _seeded(files, seed=5):
+    t = build_train_transform(CFG, random_resized_crop=True, scale=(0.1, 0.5))
+    return ImageListDataset(files, transform=t, seed=seed)
+
+
+def test_seeded_augmentation_depends_on_seed_epoch_and_row_only(noise_files):
+    ds = _seeded(noise_files)
+    ds.set_epoch(2)
+    torch.manual_seed(0)
+    first = [ds[i][0] for i in range(4)]
+    torch.manual_seed(123)  # another global RNG state, another order, loader workers
+    again = {i: ds[i][0] for i in (3, 1, 0, 2)}
+    assert all(torch.equal(first[i], again[i]) for i in range(4))
+    loader = DataLoader(ds, batch_size=2, num_workers=2)
+    assert torch.equal(torch.cat([x for x, _ in loader]), torch.stack(first))
+    assert torch.equal(_seeded(noise_files)[1][0], _seeded(noise_files)[1][0])  # epoch 0
+    # Another row of the same file, another epoch or seed: another crop.
+    assert not torch.equal(first[0], first[3])
+    ds.set_epoch(3)
+    assert not torch.equal(ds[0][0], first[0])
+    other = _seeded(noise_files, seed=6)
+    other.set_epoch(2)
+    assert not torch.equal(other[0][0], first[0])
+
+
+def test_seeded_augmentation_leaves_the_global_rng(noise_files):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    _seeded(noise_files)[0]
+    assert torch.equal(torch.rand(3), expected)
+    # Unseeded, the transform draws from the global RNG (the default).
+    unseeded = _seeded(noise_files, seed=None)
+    torch.manual_seed(0)
+    unseeded[0]
+    assert not torch.equal(torch.rand(3), expected)
+
+
+def test_seed_and_epoch_errors(noise_files):
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            _seeded(noise_files, seed=bad)
+    with pytest.raises(ValueError, match="epoch must be a non-negative int, got -1"):
+        _seeded(noise_files).set_epoch(-1)

@@ -200,6 +200,8 @@ def build_training(
     )
     train_model: torch.nn.Module = model
     if distributed:
+        # Head BatchNorm statistics over the global batch, as one process computes them.
+        rk.train.GlobalBatchNorm.convert(model)
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -210,7 +212,10 @@ def build_training(
         transform = rk.data.build_train_transform(
             dcfg, random_resized_crop=True, scale=tuple(tc.crop_scale)
         )
-    dataset = rk.data.ImageListDataset(paths, targets.astype(np.int64), transform=transform)
+    # Crops seeded per (seed, epoch, row): the same pixels on any number of processes.
+    dataset = rk.data.ImageListDataset(
+        paths, targets.astype(np.int64), transform=transform, seed=cfg.seed
+    )
 
     def make_sampler(mapping: dict[int, int] | None) -> Any:
         kw = dict(seed=cfg.seed, split_batches=distributed)  # each rank: a share of every batch
@@ -477,6 +482,7 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             )
             model.normalize = tc.distance == "cosine"
             sampler = parts.make_sampler(parts.clusters)
+        parts.dataset.set_epoch(epoch)
         if start_step == 0:
             sampler.set_epoch(epoch)
         logger.info("epoch %d/%d", epoch + 1, tc.epochs)
