@@ -133,6 +133,14 @@ class DemoRun:
     def section(self, name: str) -> dict[str, Any]:
         return self.config.get(name) or {}
 
+    def synthetic_params(self) -> dict[str, Any]:
+        """The synthetic data's arguments: its manifest's, else the config's (may be empty)."""
+        root = self.section("data").get("root")
+        manifest = Path(root) / "synthetic_manifest.json" if root else None
+        if manifest is not None and manifest.is_file():
+            return json.loads(manifest.read_text(encoding="utf-8")).get("params", {})
+        return self.section("data").get("synthetic") or {}
+
     def eval_size(self) -> int:
         """The example's evaluation size: ``embed.image_size``, else ``model.image_size``."""
         return int(self.section("embed").get("image_size") or self.section("model")["image_size"])
@@ -349,7 +357,7 @@ def verdict(rows: list[dict[str, Any]], eval_size: int) -> list[str]:
 
 def markdown(rows: list[dict[str, Any]], demo: DemoRun, scorer: Scorer, command: str) -> str:
     eval_size = demo.eval_size()
-    synthetic = demo.section("data").get("synthetic") or {}
+    synthetic = demo.synthetic_params()
     ratios = synthetic.get("aspect_ratios")
     data = (
         "square images"

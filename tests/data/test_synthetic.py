@@ -319,9 +319,10 @@ def _image_files(root: Path) -> dict[str, bytes]:
 
 
 def test_default_pixels_are_pinned(small):
-    # Mean intensity of a few default images, recorded when the framing option was added: the
-    # default (square) output must not move. Tolerance: JPEG decoders differ by a grey level here
-    # and there, never by half a level on average.
+    # Recorded when the framing option was added: the default (square) output must not move.
+    # Mean intensity of a few images, and 8x8-pixel block means (grey) of one view, which also
+    # catch a changed resampling filter. Tolerance: JPEG decoders differ by a grey level here and
+    # there, never by half a level over a block.
     expected = {
         ("train", "1b06621a7ae89d9e"): 123.03,
         ("train", "1bd2e801de2f3cd0"): 190.4,
@@ -334,6 +335,19 @@ def test_default_pixels_are_pinned(small):
         img = Image.open(small.image_path(split, image_id))
         assert img.size == (64, 64)
         assert np.asarray(img, dtype=float).mean() == pytest.approx(mean, abs=0.5)
+    blocks = [
+        [125.6, 140.8, 155.0, 125.6, 125.6, 126.5, 125.6, 126.5],
+        [131.8, 131.6, 131.6, 131.6, 131.6, 131.6, 111.5, 126.5],
+        [137.6, 137.6, 135.6, 104.7, 102.5, 127.2, 137.7, 189.4],
+        [143.6, 128.0, 95.0, 87.5, 90.5, 95.1, 114.5, 146.0],
+        [149.6, 125.7, 112.3, 110.0, 104.0, 110.0, 112.2, 149.8],
+        [155.6, 129.5, 113.0, 114.5, 110.0, 97.0, 118.2, 155.0],
+        [140.8, 125.0, 113.0, 113.7, 109.2, 97.3, 115.3, 140.0],
+        [94.0, 99.5, 113.8, 113.0, 82.3, 97.2, 116.7, 110.8],
+    ]
+    grey = np.asarray(Image.open(small.image_path("train", "1b06621a7ae89d9e")).convert("L"))
+    got = grey.astype(float).reshape(8, 8, 8, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(got, blocks, atol=0.5)
     params = json_params(small.root)
     assert "aspect_ratios" not in params and small.aspect_ratios is None
 
