@@ -65,8 +65,8 @@ DEFAULT_SETTINGS = [
     "long_side:112",
     "long_side:160",
     "long_side:224",
-    "long_side:default",
     "long_side:112:multi",
+    "long_side:default",
 ]
 
 logger = logging.getLogger("demo_extraction")
