@@ -96,7 +96,7 @@ def test_the_shipped_docs_use_one_marker_style():
     import re
 
     ds = _load("doc_section")
-    for page in ("benchmarks.md", "index.md", "scaling.md"):
+    for page in ("benchmarks.md", "index.md", "scaling.md", "embed.md"):
         text = (ROOT / "docs" / page).read_text(encoding="utf-8")
         names = re.findall(r"^<!-- ([\w.-]+):begin -->$", text, re.M)
         assert names, page

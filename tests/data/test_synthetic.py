@@ -300,3 +300,110 @@ def test_progress_bar_and_speed(tmp_path, capsys):
     assert "synthetic images" in capsys.readouterr().err
     assert ds.num_train + ds.num_index + ds.num_test == 36 + 9 + 22
     assert elapsed < 10  # ~60 small images: well under a second on 2 cores
+
+
+# Photo-like framing (aspect_ratios)
+
+RATIOS = (4 / 3, 3 / 4, 16 / 9)
+
+
+@pytest.fixture(scope="module")
+def framed(tmp_path_factory) -> SyntheticLandmarks:
+    return synthetic_landmarks(
+        tmp_path_factory.mktemp("framed") / "data", seed=3, aspect_ratios=RATIOS, **SMALL
+    )
+
+
+def _image_files(root: Path) -> dict[str, bytes]:
+    return {k: v for k, v in all_files(root).items() if k.endswith(".jpg")}
+
+
+def test_default_pixels_are_pinned(small):
+    # Recorded when the framing option was added: the default (square) output must not move.
+    # Mean intensity of a few images, and 8x8-pixel block means (grey) of one view, which also
+    # catch a changed resampling filter. Tolerance: JPEG decoders differ by a grey level here and
+    # there, never by half a level over a block.
+    expected = {
+        ("train", "1b06621a7ae89d9e"): 123.03,
+        ("train", "1bd2e801de2f3cd0"): 190.4,
+        ("train", "1ce9caf19e5a4d7b"): 91.58,
+        ("test", "0c743dc0ff106353"): 99.91,
+        ("test", "220a1f0968e8f102"): 116.7,
+        ("test", "24704f89f59c1361"): 150.03,
+    }
+    for (split, image_id), mean in expected.items():
+        img = Image.open(small.image_path(split, image_id))
+        assert img.size == (64, 64)
+        assert np.asarray(img, dtype=float).mean() == pytest.approx(mean, abs=0.5)
+    blocks = [
+        [125.6, 140.8, 155.0, 125.6, 125.6, 126.5, 125.6, 126.5],
+        [131.8, 131.6, 131.6, 131.6, 131.6, 131.6, 111.5, 126.5],
+        [137.6, 137.6, 135.6, 104.7, 102.5, 127.2, 137.7, 189.4],
+        [143.6, 128.0, 95.0, 87.5, 90.5, 95.1, 114.5, 146.0],
+        [149.6, 125.7, 112.3, 110.0, 104.0, 110.0, 112.2, 149.8],
+        [155.6, 129.5, 113.0, 114.5, 110.0, 97.0, 118.2, 155.0],
+        [140.8, 125.0, 113.0, 113.7, 109.2, 97.3, 115.3, 140.0],
+        [94.0, 99.5, 113.8, 113.0, 82.3, 97.2, 116.7, 110.8],
+    ]
+    grey = np.asarray(Image.open(small.image_path("train", "1b06621a7ae89d9e")).convert("L"))
+    got = grey.astype(float).reshape(8, 8, 8, 8).mean(axis=(1, 3))
+    np.testing.assert_allclose(got, blocks, atol=0.5)
+    params = json_params(small.root)
+    assert "aspect_ratios" not in params and small.aspect_ratios is None
+
+
+def json_params(root: Path) -> dict:
+    import json
+
+    return json.loads((root / "synthetic_manifest.json").read_text())["params"]
+
+
+def test_aspect_ratios_give_non_square_images_of_the_drawn_ratios(framed):
+    sizes = {p.name: Image.open(p).size for p in framed.root.rglob("*.jpg")}
+    assert set(sizes.values()) == {(64, 48), (48, 64), (64, 36)}  # long side 64, every ratio used
+    assert framed.aspect_ratios == RATIOS
+    assert json_params(framed.root)["aspect_ratios"] == list(RATIOS)
+    # Regenerating with the same ratios is a no-op; other ratios are other arguments.
+    assert synthetic_landmarks(framed.root, seed=3, aspect_ratios=RATIOS, **SMALL) == framed
+    with pytest.raises(FileExistsError, match="other arguments"):
+        synthetic_landmarks(framed.root, seed=3, aspect_ratios=(4 / 3,), **SMALL)
+
+
+def test_framed_dataset_is_reproducible_and_keeps_the_square_scenes(framed, small, tmp_path):
+    again = synthetic_landmarks(tmp_path / "again", seed=3, aspect_ratios=RATIOS, **SMALL)
+    assert all_files(again.root) == all_files(framed.root)
+    # Same ids, splits and labels as the square dataset: only the framing differs.
+    for name in ("train.csv", "index.csv", "test.csv", "recognition_solution_v2.1.csv"):
+        assert (framed.root / name).read_bytes() == (small.root / name).read_bytes()
+    # The ratio comes from a stream of its own: a ratio of 1 frames the whole canvas, and the
+    # pictures are exactly the square dataset's.
+    square = synthetic_landmarks(tmp_path / "one", seed=3, aspect_ratios=(1,), **SMALL)
+    assert _image_files(square.root) == _image_files(small.root)
+
+
+def test_framing_follows_the_building():
+    from retrieval_kit.data._synthetic_views import Frame
+
+    # Landscape 16:9 on a 320 canvas: full width, 180 high, centred on the subject, clamped.
+    assert Frame(16 / 9).output_size(160) == (160, 90)
+    assert Frame(16 / 9).box(320, (160, 100)) == (0, 10, 320, 190)
+    assert Frame(16 / 9, (0.0, 1.0)).box(320, (160, 100)) == (0, 45, 320, 225)  # + slack / 4
+    assert Frame(16 / 9).box(320, (160, 310)) == (0, 140, 320, 320)  # kept inside
+    assert Frame(3 / 4).box(320) == (40, 0, 280, 320)  # portrait, 240 wide, no subject: middle
+    assert Frame(1.0).box(320, (10, 10)) == (0, 0, 320, 320)
+
+
+@pytest.mark.parametrize(
+    ("ratios", "error", "match"),
+    [
+        ([], ValueError, "non-empty"),
+        ("4:3", ValueError, "non-empty"),
+        ([4 / 3, 5.0], ValueError, r"5\.0"),
+        ([float("nan")], ValueError, "nan"),
+        ([True], TypeError, "True"),
+    ],
+)
+def test_bad_aspect_ratios(tmp_path, ratios, error, match):
+    with pytest.raises(error, match=match):
+        synthetic_landmarks(tmp_path / "x", aspect_ratios=ratios, **SMALL)
+    assert not (tmp_path / "x").exists()

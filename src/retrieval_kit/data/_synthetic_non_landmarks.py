@@ -12,11 +12,16 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from retrieval_kit.data._synthetic_buildings import canvas_size
-from retrieval_kit.data._synthetic_views import photometric, sky
+from retrieval_kit.data._synthetic_views import Frame, photometric, sky
 
 
-def render_non_landmark(rng: np.random.Generator, size: int) -> Image.Image:
-    """A ``size`` x ``size`` picture of one kind, drawn and weathered like a view."""
+def render_non_landmark(
+    rng: np.random.Generator, size: int, frame: Frame | None = None
+) -> Image.Image:
+    """A ``size`` x ``size`` picture of one kind, drawn and weathered like a view.
+
+    ``frame``: a non-square picture cut from the middle of the canvas instead (long side ``size``).
+    """
     kinds: list[Callable[[np.random.Generator, int], Image.Image]] = [
         _room,
         _texture_image,
@@ -26,7 +31,10 @@ def render_non_landmark(rng: np.random.Generator, size: int) -> Image.Image:
         _document,
     ]
     img = kinds[int(rng.integers(0, len(kinds)))](rng, canvas_size(size))
-    img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if frame is None:
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    else:
+        img = frame.apply(img, size)
     return photometric(img, rng, hard=False)
 
 

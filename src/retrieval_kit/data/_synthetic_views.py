@@ -3,10 +3,13 @@
 :func:`render_view` composes one view: a sky (:func:`sky`), ground and a distant skyline that
 change per view, the building layer warped by a perspective camera (yaw, pitch, roll, scale,
 shift), foreground occluders (trees, cars, people, poles), then :func:`photometric`: lighting,
-colour cast, haze, rain, snow, noise and blur. Every draw comes from the generator passed in.
+colour cast, haze, rain, snow, noise and blur. Every draw comes from the generator passed in. A
+:class:`Frame` cuts a non-square picture (landscape or portrait) out of the square canvas.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -14,8 +17,18 @@ from PIL import Image, ImageDraw, ImageFilter
 from retrieval_kit.data._synthetic_buildings import shade
 
 
-def render_view(layer: Image.Image, rng: np.random.Generator, size: int, hard: bool) -> Image.Image:
-    """One ``size`` x ``size`` RGB view of a building ``layer``; ``hard``: stronger changes."""
+def render_view(
+    layer: Image.Image,
+    rng: np.random.Generator,
+    size: int,
+    hard: bool,
+    frame: Frame | None = None,
+) -> Image.Image:
+    """One RGB view of a building ``layer``; ``hard``: stronger changes.
+
+    ``frame=None``: ``size`` x ``size``. Else the picture is cut from the square canvas at the
+    frame's aspect ratio around the building (see :class:`Frame`), long side ``size``.
+    """
     C = layer.size[0]
     img = sky(rng, C)
     d = ImageDraw.Draw(img)
@@ -52,8 +65,55 @@ def render_view(layer: Image.Image, rng: np.random.Generator, size: int, hard: b
     img.paste(warped, (0, 0), warped)
 
     _occluders(img, rng, C, hard)
-    img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if frame is None:
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    else:
+        bbox = warped.getchannel("A").getbbox()
+        centre = ((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2) if bbox else None
+        img = frame.apply(img, size, centre)
     return photometric(img, rng, hard)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """How a non-square picture is cut from a square canvas.
+
+    The long side spans the whole canvas; along the short side the window is centred on the
+    subject (``centre``; the canvas centre if none), moved by ``shift`` (-1 .. 1) times a
+    quarter of the slack, and kept inside the canvas, as a photographer frames a building.
+
+    Attributes:
+        aspect: width / height of the picture (1: the whole canvas, no cut).
+        shift: (x, y) offsets in -1 .. 1.
+    """
+
+    aspect: float
+    shift: tuple[float, float] = (0.0, 0.0)
+
+    def output_size(self, size: int) -> tuple[int, int]:
+        """(width, height) of the picture with long side ``size``."""
+        if self.aspect >= 1:
+            return size, max(1, round(size / self.aspect))
+        return max(1, round(size * self.aspect)), size
+
+    def box(self, canvas: int, centre: tuple[float, float] | None = None) -> tuple[int, ...]:
+        """The (left, top, right, bottom) window of a ``canvas`` x ``canvas`` square."""
+        w, h = self.output_size(canvas)
+        cx, cy = centre if centre is not None else (canvas / 2, canvas / 2)
+        left = cx - w / 2 + self.shift[0] * (canvas - w) / 4
+        top = cy - h / 2 + self.shift[1] * (canvas - h) / 4
+        left = int(round(min(max(left, 0), canvas - w)))
+        top = int(round(min(max(top, 0), canvas - h)))
+        return left, top, left + w, top + h
+
+    def apply(
+        self, img: Image.Image, size: int, centre: tuple[float, float] | None = None
+    ) -> Image.Image:
+        """Cut the window from the square ``img`` and resize it to long side ``size``."""
+        box = self.box(img.size[0], centre)
+        if box != (0, 0, *img.size):
+            img = img.crop(box)
+        return img.resize(self.output_size(size), Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def _perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:

@@ -33,9 +33,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ from retrieval_kit.data._synthetic_files import (
     write_manifest,
 )
 from retrieval_kit.data._synthetic_non_landmarks import render_non_landmark
-from retrieval_kit.data._synthetic_views import render_view
+from retrieval_kit.data._synthetic_views import Frame, render_view
 from retrieval_kit.data.gldv2 import gldv2_image_path
 
 __all__ = ["SyntheticLandmarks", "synthetic_landmarks"]
@@ -83,7 +85,8 @@ class SyntheticLandmarks:
         num_train, num_index, num_test: images per split.
         num_test_landmark, num_test_non_landmark: test queries with / without a landmark.
         seed: the seed used.
-        image_size: side of the square images, in pixels.
+        image_size: side of the square images (long side with ``aspect_ratios``), in pixels.
+        aspect_ratios: the width / height ratios drawn from, or None (square images).
     """
 
     root: Path
@@ -102,6 +105,7 @@ class SyntheticLandmarks:
     num_test_non_landmark: int
     seed: int
     image_size: int
+    aspect_ratios: tuple[float, ...] | None = None
 
     def image_path(self, split: str, image_id: str) -> Path:
         """Path of image ``image_id`` of ``split`` ("train", "index" or "test").
@@ -126,6 +130,7 @@ def synthetic_landmarks(
     image_size: int = 160,
     seed: int = 0,
     progress: bool = False,
+    aspect_ratios: Sequence[float] | None = None,
 ) -> SyntheticLandmarks:
     """Write a small synthetic landmark-recognition dataset in the GLDv2 format.
 
@@ -143,9 +148,16 @@ def synthetic_landmarks(
         num_test_landmark_queries: test images showing a landmark (spread over all landmarks).
         num_test_non_landmark: test images without a landmark.
         family_size: landmarks per look-alike family (they share a style); 1 = all independent.
-        image_size: side of the square JPEG images.
+        image_size: side of the square JPEG images; their long side with ``aspect_ratios``.
         seed: everything (ids, drawings, views, splits) follows from it.
         progress: show a tqdm bar.
+        aspect_ratios: ``None`` (default): square images. Else photo-like framing: each image
+            gets a width / height ratio drawn uniformly from this list (repeat a value to weight
+            it; e.g. ``(4/3, 4/3, 3/2, 16/9, 3/4, 2/3)``, each between 1/4 and 4) and is cut
+            from its square canvas at that ratio, around the building for a landmark view, long
+            side ``image_size``. The ratios come from a stream of their own, so a view shows
+            the same scene as without the option, only framed (a ratio of 1 gives the very same
+            image).
 
     Returns:
         A :class:`SyntheticLandmarks` with the paths and counts.
@@ -172,6 +184,9 @@ def synthetic_landmarks(
         "seed": seed,
     }
     _check_params(params)
+    if aspect_ratios is not None:
+        # Only when given: the manifest of a square dataset stays what it always was.
+        params["aspect_ratios"] = _check_aspect_ratios(aspect_ratios)
     root = Path(root)
     manifest = {"generator_version": GENERATOR_VERSION, "params": params}
 
@@ -208,6 +223,19 @@ def synthetic_landmarks(
 
 # ----------------------------------------------------------------------------------------------
 # Arguments and result
+
+
+def _check_aspect_ratios(ratios: Sequence[float]) -> list[float]:
+    if isinstance(ratios, (str, bytes)) or not isinstance(ratios, Sequence) or not ratios:
+        raise ValueError(f"aspect_ratios must be a non-empty list of numbers, got {ratios!r}")
+    out = []
+    for r in ratios:
+        if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)):
+            raise TypeError(f"aspect_ratios: {r!r} is not a number")
+        if not (math.isfinite(r) and 0.25 <= r <= 4):
+            raise ValueError(f"aspect_ratios: {r!r} is not a width / height ratio in [1/4, 4]")
+        out.append(float(r))
+    return out
 
 
 def _check_params(p: dict[str, Any]) -> None:
@@ -256,6 +284,7 @@ def _result(root: Path, manifest: dict[str, Any]) -> SyntheticLandmarks:
         num_test_non_landmark=c["test_non_landmark"],
         seed=p["seed"],
         image_size=p["image_size"],
+        aspect_ratios=tuple(p["aspect_ratios"]) if "aspect_ratios" in p else None,
     )
 
 
@@ -265,7 +294,7 @@ def _result(root: Path, manifest: dict[str, Any]) -> SyntheticLandmarks:
 
 # Stream keys (first element after the seed) so that every purpose draws from its own stream. The
 # values are part of the output: changing one changes the pictures (4 is unused).
-_K_LANDMARK, _K_FAMILY, _K_VIEW, _K_SPLIT = 1, 2, 3, 5
+_K_LANDMARK, _K_FAMILY, _K_VIEW, _K_SPLIT, _K_FRAME = 1, 2, 3, 5, 6
 _SPLIT_KEY = {"train": 0, "index": 1, "test": 2}
 
 
@@ -334,14 +363,25 @@ def _draw_images(
     ) as bar:
         for im in images:
             rng = _rng(seed, _K_VIEW, _SPLIT_KEY[im.split], im.number)
+            frame = _frame(p, im)
             if im.landmark_view:
                 if im.label not in layers:
                     layers[im.label] = draw_building(specs[im.label], canvas_size(size))
-                img = render_view(layers[im.label], rng, size, hard=im.split == "test")
+                img = render_view(layers[im.label], rng, size, hard=im.split == "test", frame=frame)
             else:
-                img = render_non_landmark(rng, size)
+                img = render_non_landmark(rng, size, frame=frame)
             _save_jpeg(img, gldv2_image_path(out / im.split, im.id), rng)
             bar.update(1)
+
+
+def _frame(p: dict[str, Any], im: SyntheticImage) -> Frame | None:
+    ratios = p.get("aspect_ratios")
+    if ratios is None:
+        return None
+    # Its own stream: the view's stream, and so the scene, is the same as without framing.
+    rng = _rng(p["seed"], _K_FRAME, _SPLIT_KEY[im.split], im.number)
+    aspect = ratios[int(rng.integers(0, len(ratios)))]
+    return Frame(aspect, tuple(float(v) for v in rng.uniform(-1, 1, 2)))
 
 
 def _save_jpeg(img: Image.Image, path: Path, rng: np.random.Generator) -> None:
