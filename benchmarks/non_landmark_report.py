@@ -166,6 +166,15 @@ def main(argv: list[str] | None = None) -> None:
             "demo's index.csv (96 views of the demo's landmarks and 40 non-landmarks), also the "
             "distractor pool of the reranking."
         )
+        done = {(r["seed"], r["variant"]) for r in rows}
+        missing = [
+            f"seed {s} {VARIANTS[v][0]}"
+            for s in a.seeds
+            for v in range(len(VARIANTS))
+            if (s, v) not in done
+        ]
+        if missing:
+            head += f" Not finished, so not shown: {', '.join(missing)}."
         write_section(a.out, "non_landmark_report.table", head + "\n\n" + table(rows))
         print(f"[non_landmark_report] wrote {len(rows)} runs into {a.out}", file=sys.stderr)
 
