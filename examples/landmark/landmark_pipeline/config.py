@@ -153,6 +153,16 @@ class TrainConfig:
     cluster_pretrained: bool | str = True
     #: re-cluster with the current model every N epochs (0: never, as the reproduced pipeline).
     recluster_every: int = 0
+    #: non-landmark images put into every batch as negatives only (no class; the ArcFace family
+    #: needs ``loss_kwargs.non_landmark_margin``): ``none``; ``index`` (the index.csv images,
+    #: the demo's distractor pool; never a test image); ``rejects`` (the images the clean stage
+    #: removed); or a folder of images (searched recursively).
+    non_landmarks: str = "none"
+    non_landmarks_per_batch: int = 8
+    #: ``random``: drawn from the whole pool; ``hard``: from the ``non_landmark_candidates``
+    #: pool images nearest to each batch class's centre under the frozen cluster backbone.
+    non_landmark_mining: Literal["random", "hard"] = "random"
+    non_landmark_candidates: int = 16
     amp: bool = False
     #: keep the backbone's BatchNorm statistics frozen while training (small or one-cluster
     #: batches make poor batch statistics).
@@ -466,6 +476,32 @@ def _check_train(tc: TrainConfig) -> None:
         )
     if tc.loss == "subspace_triplet" and tc.schedule != "constant":
         raise ConfigError("train.schedule: subspace_triplet trains with a constant rate")
+    _check_non_landmarks(tc)
+
+
+#: ``train.non_landmarks`` values that name a pool; anything else is a folder.
+NON_LANDMARK_POOLS = ("none", "index", "rejects")
+
+
+def _check_non_landmarks(tc: TrainConfig) -> None:
+    if not tc.non_landmarks:
+        raise ConfigError("train.non_landmarks: expected none, index, rejects or a folder, got ''")
+    for key in ("non_landmarks_per_batch", "non_landmark_candidates"):
+        if getattr(tc, key) < 1:
+            raise ConfigError(f"train.{key}: must be >= 1, got {getattr(tc, key)}")
+    if tc.non_landmarks == "none":
+        return
+    if tc.loss in ("subcenter_arcface", "arcface"):
+        if "non_landmark_margin" not in tc.loss_kwargs:
+            raise ConfigError(
+                f"train.loss_kwargs.non_landmark_margin: required with train.non_landmarks "
+                f"{tc.non_landmarks!r} and loss {tc.loss!r} (the cosine that non-landmarks are "
+                f"kept below, e.g. 0.3)"
+            )
+    elif tc.loss not in ("triplet", "subspace_triplet"):
+        raise ConfigError(
+            f"train.non_landmarks: needs a triplet loss or the ArcFace family, got loss {tc.loss!r}"
+        )
 
 
 def check_components(config: Config) -> None:
@@ -519,11 +555,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     except ConfigError as e:
         raise ConfigError(_blame(path, data, items, e)) from None
     base = path.resolve().parent
-    for section, key in (
-        ("data", "root"),
-        ("clean", "places365_checkpoint"),
-        ("clean", "places365_io"),
-    ):
+    folder_keys = [("data", "root"), ("clean", "places365_checkpoint"), ("clean", "places365_io")]
+    if config.train.non_landmarks not in NON_LANDMARK_POOLS:
+        folder_keys.append(("train", "non_landmarks"))
+    for section, key in folder_keys:
         obj = getattr(config, section)
         value = getattr(obj, key)
         if value and not Path(value).expanduser().is_absolute():
@@ -608,6 +643,11 @@ def check_inputs(config: Config) -> None:
                     "Kaggle files: train.csv, train/a/b/c/<id>.jpg ...)"
                 )
     check_components(config)
+    nl = config.train.non_landmarks
+    if nl not in NON_LANDMARK_POOLS and not Path(nl).expanduser().is_dir():
+        raise ConfigError(
+            f"train.non_landmarks: folder not found: {nl} (or one of {list(NON_LANDMARK_POOLS)})"
+        )
     files = {
         "clean.places365_checkpoint": config.clean.places365_checkpoint,
         "clean.places365_io": config.clean.places365_io,

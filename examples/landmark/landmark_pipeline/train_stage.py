@@ -22,6 +22,7 @@ from retrieval_kit.io import atomic_write, atomic_write_json, atomic_write_text
 from .config import Config, ConfigError, check_components
 from .context import Context
 from .data_stages import load_split
+from .non_landmarks import add_non_landmarks, non_landmark_pool
 
 logger = logging.getLogger(__name__)
 
@@ -439,8 +440,11 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     parts = build_training(
         cfg, paths, labels, device=device, distributed=distributed, find_clusters=find_clusters
     )
+    pool = non_landmark_pool(ctx, paths, labels)
+    if pool is not None:
+        add_non_landmarks(parts, pool, cfg)
     model, sampler = parts.model, parts.sampler
-    step_log = _StepLog(out_dir / "steps.csv", tc.classes_per_batch * tc.samples_per_class)
+    step_log = _StepLog(out_dir / "steps.csv", parts.sampler.batch_size)
     start_epoch, start_step = 0, 0
     history: list[dict[str, Any]] = []
     if resume is not None:
@@ -527,6 +531,7 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         "images": len(paths),
         "classes": int(len(np.unique(labels))),
         "clusters": None if parts.clusters is None else len(set(parts.clusters.values())),
+        "non_landmarks": 0 if pool is None else len(pool.paths),
     }
     return outputs, summary
 

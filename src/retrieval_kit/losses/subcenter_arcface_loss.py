@@ -43,6 +43,14 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
       with the fraction (Partial FC, An et al., arXiv 2010.05222). ``W`` and its gradient stay
       full-size; only the sampled classes get a gradient in a step. Use 1.0 at evaluation.
 
+    Non-landmark rows (``non_landmark_margin`` set): a row with a negative label shows none of
+    the classes. It leaves the softmax (it has no target class) and adds
+    ``softplus(scale * (max_c cos(x, c) - non_landmark_margin))``: a logistic "not a landmark"
+    loss on its cosine to the nearest class (best sub-centre), which pushes that cosine below
+    the margin. This is the quantity recognition thresholds (the top-1 cosine of a query), and
+    the head keeps its shape; a reserved extra "non-landmark" class would instead gather
+    rooms, faces and objects around one shared centre, which they need not have.
+
     Args:
         num_classes: number of classes (labels are ``0 .. num_classes - 1``).
         embedding_size: embedding dimension ``D``.
@@ -52,6 +60,9 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         partial_fc: fraction of classes used per call, in (0, 1]; 1.0 uses them all.
         seed: seed of the partial-FC generator (default: drawn from torch's global RNG, so
             ``rk.train.seed_everything`` makes it reproducible).
+        non_landmark_margin: ``None``: every label must be a class. A cosine in (-1, 1):
+            negative labels mark non-landmark rows, trained to stay below this cosine to every
+            class (e.g. rows labelled by ``rk.samplers.non_landmark_labels``).
         **kwargs: PML collaborators: ``weight_init_func`` (default normal, like PML),
             ``weight_regularizer``, ``weight_reg_weight``, ``reducer``, ``embedding_regularizer``,
             ``collect_stats``. The distance must be PML's ``CosineSimilarity`` (the default).
@@ -83,6 +94,7 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         scale: float = 64.0,
         partial_fc: float = 1.0,
         seed: int | None = None,
+        non_landmark_margin: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,6 +108,18 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         if not (isinstance(partial_fc, (int, float)) and 0 < partial_fc <= 1):
             raise ValueError(f"partial_fc must be a fraction in (0, 1], got {partial_fc!r}")
         self.partial_fc = float(partial_fc)
+        if non_landmark_margin is not None and not (
+            isinstance(non_landmark_margin, (int, float))
+            and not isinstance(non_landmark_margin, bool)
+            and -1.0 < non_landmark_margin < 1.0
+        ):
+            raise ValueError(
+                f"non_landmark_margin must be None or a cosine in (-1, 1), got "
+                f"{non_landmark_margin!r}"
+            )
+        self.non_landmark_margin = (
+            None if non_landmark_margin is None else float(non_landmark_margin)
+        )
         self.register_buffer("margins", self._margins(margin))
         self.W = torch.nn.Parameter(torch.empty(embedding_size, num_classes * sub_centers))
         self.weight_init_func(self.W)
@@ -164,11 +188,13 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     def _check_labels(self, labels: torch.Tensor) -> None:
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}")
-        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            bad = labels[(labels < 0) | (labels >= self.num_classes)][0].item()
+        low = -math.inf if self.non_landmark_margin is not None else 0
+        bad = labels[(labels < low) | (labels >= self.num_classes)] if len(labels) else labels
+        if len(bad):
             raise ValueError(
-                f"label {bad} is out of range for num_classes={self.num_classes} "
-                f"(labels must be 0 .. {self.num_classes - 1})"
+                f"label {bad[0].item()} is out of range for num_classes={self.num_classes} "
+                f"(labels must be 0 .. {self.num_classes - 1}; negative labels mark "
+                f"non-landmarks only with non_landmark_margin set)"
             )
 
     def class_cosines(
@@ -215,17 +241,20 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
                 f"the optimizer"
             )
         self._check_labels(labels)
-        classes = self.sample_classes(labels)
+        landmark = labels >= 0
+        classes = self.sample_classes(labels[landmark])
         self.sampled_classes = classes
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             emb = embeddings.float()
             cosine = self.class_cosines(emb, classes)
-            # Column of each label among the scored classes (classes is sorted).
+            # Column of each label among the scored classes (classes is sorted); a
+            # non-landmark row gets column 0 here and its own loss below.
+            known = labels.clamp_min(0)
             partial = len(classes) < self.num_classes
-            target = torch.searchsorted(classes, labels) if partial else labels
+            target = torch.searchsorted(classes, known) if partial else known
             rows = torch.arange(len(labels), device=emb.device)
             cos_t = cosine[rows, target]
-            m = self.margins[labels].to(cos_t.dtype)  # the buffer follows .to(dtype)
+            m = self.margins[known].to(cos_t.dtype)  # the buffer follows .to(dtype)
             sin_t = (1.0 - cos_t * cos_t).clamp_min(0.0).sqrt()
             # cos(theta + m) by the sum formula: acos has an infinite gradient at +-1.
             with_margin = torch.where(
@@ -235,8 +264,12 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             )
             logits = cosine.scatter(1, target[:, None], with_margin[:, None]) * self.scale
             losses = F.cross_entropy(logits, target, reduction="none")
+            if not bool(landmark.all()):
+                top = cosine.max(dim=1).values
+                away = F.softplus(self.scale * (top - self.non_landmark_margin))
+                losses = torch.where(landmark, losses, away)
             weights = lmu.convert_to_weights(indices_tuple, labels, dtype=losses.dtype)
-            self._record(cosine, target, cos_t)
+            self._record(cosine[landmark], target[landmark], cos_t[landmark])
         loss_dict = {
             "loss": {
                 "losses": losses * weights,
@@ -249,6 +282,9 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
 
     @torch.no_grad()
     def _record(self, cosine: torch.Tensor, target: torch.Tensor, cos_t: torch.Tensor) -> None:
+        if len(target) == 0:  # a batch of non-landmarks only
+            self.last_stats = {}
+            return
         self.last_stats = {
             "accuracy": float((cosine.argmax(dim=1) == target).float().mean()),
             "mean_angle": float(torch.rad2deg(torch.acos(cos_t.clamp(-1, 1))).mean()),
@@ -274,4 +310,9 @@ class SubCenterArcFaceLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, "
             f"sub_centers={self.sub_centers}, margin={margin}, scale={self.scale:g}, "
             f"partial_fc={self.partial_fc:g}"
+            + (
+                ""
+                if self.non_landmark_margin is None
+                else f", non_landmark_margin={self.non_landmark_margin:g}"
+            )
         )

@@ -12,6 +12,19 @@ from __future__ import annotations
 from retrieval_kit.samplers.base_batch_sampler import BaseBatchSampler
 from retrieval_kit.samplers.class_clustering import cluster_classes
 from retrieval_kit.samplers.cluster_batch_sampler import ClusterBatchSampler
+from retrieval_kit.samplers.nearest_pool_rows import nearest_pool_rows
+from retrieval_kit.samplers.non_landmark_batch_sampler import (
+    NonLandmarkBatchSampler,
+    non_landmark_labels,
+)
 from retrieval_kit.samplers.pk_sampler import PKSampler
 
-__all__ = ["BaseBatchSampler", "ClusterBatchSampler", "PKSampler", "cluster_classes"]
+__all__ = [
+    "BaseBatchSampler",
+    "ClusterBatchSampler",
+    "NonLandmarkBatchSampler",
+    "PKSampler",
+    "cluster_classes",
+    "nearest_pool_rows",
+    "non_landmark_labels",
+]
