@@ -188,3 +188,69 @@ def test_recipe_config_loads():
     assert tc.classes_per_batch * tc.samples_per_class * tc.accumulate == 256
     assert tc.optimizer == "adam" and tc.schedule == "warmup_cosine"
     cfgmod.check_components(config)
+
+
+def test_combined_loss_from_the_config_completes_each_part():
+    parts = {
+        "arcface": {"name": "subcenter_arcface", "scale": 30.0, "weight": 2.0},
+        "triplet": {"name": "triplet", "miner": "batch_hard"},
+    }
+    train = {"loss": "combined", "loss_kwargs": {"losses": parts}, "dynamic_margins": True}
+    train |= {"distance": "euclidean", "margin": 0.1}  # not the miner's default distance
+    config = cfgmod.config_from_dict({"train": train})
+    cfgmod.check_components(config)
+    counts = np.array([1, 16, 10000])
+    loss = train_stage.build_loss(config, counts, 16)
+    assert isinstance(loss, rk.losses.CombinedLoss)
+    assert loss.weights == {"arcface": 2.0, "triplet": 1.0}
+    arc, triplet = loss.losses["arcface"], loss.losses["triplet"]
+    # Sizes from the data and the model, dynamic margins for the ArcFace part only.
+    assert arc.W.shape == (16, 3 * 3) and arc.scale == 30.0
+    assert torch.allclose(arc.margins, rk.losses.dynamic_margins(counts))
+    assert triplet.margin == 0.1 and not triplet.distance.normalize_embeddings
+    assert isinstance(loss.miners["triplet"], rk.miners.BatchHardMiner)
+    assert not loss.miners["triplet"].distance.normalize_embeddings
+    assert train_stage.build_miner(config) is None  # the parts mine for themselves
+    value = loss(torch.randn(6, 16), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert value.ndim == 0 and set(loss.last_stats) >= {"loss/arcface", "arcface/accuracy"}
+
+
+@pytest.mark.parametrize(
+    ("loss_kwargs", "message"),
+    [
+        ({}, "train.loss_kwargs.losses: train.loss combined needs"),
+        ({"losses": {"a": "triplet"}}, "train.loss_kwargs.losses.a: expected a mapping"),
+        ({"losses": {"a": {"name": "triplet", "weight": "x"}}}, "losses.a.weight"),
+        ({"losses": {"a": {"name": "triplet", "margn": 1}}}, "train.loss_kwargs.losses.a: "),
+        ({"losses": {"a": {"name": "triplet", "miner": "bad_miner"}}}, "losses.a.miner: "),
+    ],
+)
+def test_combined_loss_config_errors_name_the_key(loss_kwargs, message):
+    config = cfgmod.config_from_dict({"train": {"loss": "combined", "loss_kwargs": loss_kwargs}})
+    with pytest.raises(cfgmod.ConfigError, match=message):
+        train_stage.build_loss(config, np.array([3, 4]), 8)
+
+
+def test_unknown_part_of_a_combined_loss_is_refused_before_training():
+    parts = {"arc": {"name": "subcenter_arcfase"}}
+    config = cfgmod.config_from_dict(
+        {"train": {"loss": "combined", "loss_kwargs": {"losses": parts}}}
+    )
+    with pytest.raises(cfgmod.ConfigError, match="train.loss_kwargs.losses.arc: unknown loss"):
+        cfgmod.check_components(config)
+    # dynamic margins need an ArcFace part
+    with pytest.raises(cfgmod.ConfigError, match="train.dynamic_margins"):
+        cfgmod.config_from_dict(
+            {"train": {"loss": "combined", "dynamic_margins": True,
+                       "loss_kwargs": {"losses": {"t": {"name": "triplet"}}}}}
+        )  # fmt: skip
+
+
+def test_demo_arcface_overlay_changes_only_training():
+    demo = cfgmod.load_config(EXAMPLE / "configs" / "demo.yaml")
+    arc = cfgmod.load_config(EXAMPLE / "configs" / "demo_arcface.yaml")
+    a, b = cfgmod.config_to_dict(demo), cfgmod.config_to_dict(arc)
+    assert {k for k in a if a[k] != b[k]} == {"train"}
+    assert arc.train.loss == "subcenter_arcface" and arc.train.dynamic_margins
+    assert arc.train.epochs == demo.train.epochs  # the same budget as the triplet demo
+    cfgmod.check_components(arc)

@@ -19,7 +19,7 @@ from pytorch_metric_learning.distances import LpDistance
 import retrieval_kit as rk
 from retrieval_kit.io import atomic_write, atomic_write_json, atomic_write_text
 
-from .config import Config, ConfigError, check_components
+from .config import ARCFACE_LOSSES, Config, ConfigError, check_components
 from .context import Context
 from .data_stages import load_split
 
@@ -250,35 +250,96 @@ def build_loss(cfg: Config, class_counts: np.ndarray, embedding_size: int) -> to
 
     Triplet losses get ``train.margin`` and the config's distance; a loss that needs
     ``num_classes`` / ``embedding_size`` (the ArcFace family, PML's proxy losses) gets them from
-    ``class_counts`` and the model unless ``loss_kwargs`` sets them.
+    ``class_counts`` and the model unless ``loss_kwargs`` sets them. ``combined``: a weighted
+    sum (``rk.losses.CombinedLoss``) of the parts in ``loss_kwargs.losses``, each
+    ``{name: ..., weight: ..., miner: ..., **kwargs}`` and completed the same way.
+
+    Example:
+        >>> cfg = config_from_dict({"train": {"loss": "arcface"}})  # doctest: +SKIP
+        >>> build_loss(cfg, np.array([4, 6]), 16).W.shape  # doctest: +SKIP
+        torch.Size([16, 2])
     """
     tc = cfg.train
-    kwargs: dict[str, Any] = dict(tc.loss_kwargs)
-    if tc.loss in ("triplet", "subspace_triplet"):
+    if tc.loss != "combined":
+        return _build_one_loss(cfg, tc.loss, dict(tc.loss_kwargs), class_counts, embedding_size)
+    key = "train.loss_kwargs.losses"
+    parts = tc.loss_kwargs.get("losses")
+    if set(tc.loss_kwargs) != {"losses"} or not isinstance(parts, dict) or not parts:
+        raise ConfigError(
+            f"{key}: train.loss combined needs loss_kwargs {{losses: {{NAME: {{name: LOSS, "
+            f"weight: W, miner: MINER, ...}}}}}}, got {tc.loss_kwargs!r}"
+        )
+    built: dict[str, tuple[torch.nn.Module, float, Any]] = {}
+    for part_name, part in parts.items():
+        if not isinstance(part, dict) or not isinstance(part.get("name"), str):
+            raise ConfigError(f"{key}.{part_name}: expected a mapping with a 'name', got {part!r}")
+        kwargs = dict(part)
+        name, weight, miner = (
+            kwargs.pop("name"),
+            kwargs.pop("weight", 1.0),
+            kwargs.pop("miner", None),
+        )
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{key}.{part_name}.weight: expected a number, got {weight!r}")
+        loss = _build_one_loss(
+            cfg, name, kwargs, class_counts, embedding_size, f"{key}.{part_name}"
+        )
+        built[str(part_name)] = (loss, float(weight), _part_miner(cfg, miner, f"{key}.{part_name}"))
+    return rk.losses.CombinedLoss(built)
+
+
+def _build_one_loss(
+    cfg: Config,
+    name: str,
+    kwargs: dict[str, Any],
+    class_counts: np.ndarray,
+    embedding_size: int,
+    key: str = "train.loss_kwargs",
+) -> torch.nn.Module:
+    tc = cfg.train
+    if name in ("triplet", "subspace_triplet"):
         kwargs.setdefault("margin", tc.margin)
         kwargs.setdefault("distance", _distance(cfg))
-        if tc.loss == "subspace_triplet":
+        if name == "subspace_triplet":
             kwargs.setdefault("num_subspaces", tc.num_clusters)
-    if tc.dynamic_margins:
+    if tc.dynamic_margins and name in ARCFACE_LOSSES:
         if "margin" in kwargs:
-            raise ConfigError("train.loss_kwargs.margin: not with train.dynamic_margins: true")
+            raise ConfigError(f"{key}.margin: not with train.dynamic_margins: true")
         kwargs["margin"] = rk.losses.dynamic_margins(
             class_counts,
             lam=tc.dynamic_margin_lambda,
             margin_range=tuple(tc.dynamic_margin_range),
         )
     try:
-        return rk.losses.create_loss(tc.loss, **kwargs)
+        return rk.losses.create_loss(name, **kwargs)
+    except KeyError as e:  # an unknown name inside a combination: the registry's message
+        raise ConfigError(f"{key}: {e}") from None
     except TypeError as e:
         # A classification loss: its required sizes are named in Python's "missing" message.
         sizes = {"num_classes": len(class_counts), "embedding_size": embedding_size}
         missing = {k: v for k, v in sizes.items() if k not in kwargs and f"'{k}'" in str(e)}
         if not missing:
-            raise ConfigError(f"train.loss_kwargs: {e}") from None
+            raise ConfigError(f"{key}: {e}") from None
     try:
-        return rk.losses.create_loss(tc.loss, **kwargs, **missing)
+        return rk.losses.create_loss(name, **kwargs, **missing)
     except TypeError as e:
-        raise ConfigError(f"train.loss_kwargs: {e}") from None
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def _part_miner(cfg: Config, miner: Any, key: str) -> Any:
+    """A combined loss part's own miner: a name or ``{name: ..., **kwargs}`` (``None``: none)."""
+    if miner is None:
+        return None
+    kwargs = dict(miner) if isinstance(miner, dict) else {"name": miner}
+    name = kwargs.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}.miner: expected a miner name or {{name: ...}}, got {miner!r}")
+    if name == "batch_hard":
+        kwargs.setdefault("distance", _distance(cfg))
+    try:
+        return rk.miners.create_miner(name, **kwargs)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{key}.miner: {e}") from None
 
 
 def build_miner(cfg: Config) -> Any:
