@@ -254,3 +254,40 @@ def test_demo_arcface_overlay_changes_only_training():
     assert arc.train.loss == "subcenter_arcface" and arc.train.dynamic_margins
     assert arc.train.epochs == demo.train.epochs  # the same budget as the triplet demo
     cfgmod.check_components(arc)
+
+
+def test_progressive_image_size_per_epoch_and_on_resume(split_run, tmp_path, monkeypatch):
+    train = {"epochs": 3, "sampler": "pk", "image_sizes": [[0, 32], [2, 40]]}
+    sizes: list[int] = []
+
+    def record_size(model, loader, *args, **kwargs):
+        images, _ = next(iter(loader))
+        sizes.append(images.shape[-1])
+        assert images.shape[-2] == images.shape[-1]
+        if kwargs.pop("crash", False):
+            raise KeyboardInterrupt("killed")
+        return {"loss": 1.0, "batches": 1.0}
+
+    monkeypatch.setattr(rk.train, "train_one_epoch", record_size)
+    _train(split_run, tmp_path / "whole", **train)
+    assert sizes == [32, 32, 40]  # the model's image_size (48) is never used
+
+    def crash_in_third_epoch(*args, **kwargs):
+        return record_size(*args, **kwargs, crash=len(sizes) == 2)
+
+    sizes.clear()
+    monkeypatch.setattr(rk.train, "train_one_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _train(split_run, tmp_path / "resumed", **train)
+    sizes.clear()
+    monkeypatch.setattr(rk.train, "train_one_epoch", record_size)
+    config = pipeline.tiny_config(train=train)
+    config.data.root = str(split_run / "data")
+    pipeline._run(config, tmp_path / "resumed", ["train"])
+    assert sizes == [40]  # the resumed epoch trains at its own size
+
+
+@pytest.mark.parametrize("sizes", [[[1, 32]], [[0, 32], [0, 40]], [[0, 0]], [[0, 32, 1]]])
+def test_image_sizes_errors(sizes):
+    with pytest.raises(cfgmod.ConfigError, match="train.image_sizes"):
+        cfgmod.config_from_dict({"train": {"image_sizes": sizes}})

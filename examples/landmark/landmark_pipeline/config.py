@@ -166,6 +166,11 @@ class TrainConfig:
     #: pipeline); ``random_resized_crop``: RandomResizedCrop with ``crop_scale``, flip.
     augment: Literal["squash_crop", "random_resized_crop"] = "squash_crop"
     crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
+    #: progressive image size: ``[[epoch, size], ...]``, each training crop size used from its
+    #: epoch (0-based) on, e.g. ``[[0, 96], [3, 112]]``; the squash size scales with it
+    #: (``size * model.resize_size / model.image_size``). Empty: ``model.image_size`` throughout.
+    #: Evaluation embeds at ``model.image_size``: make it the last size.
+    image_sizes: list[list[int]] = field(default_factory=list)
     deterministic: bool = False
 
 
@@ -463,6 +468,17 @@ def _check_train(tc: TrainConfig) -> None:
         raise ConfigError(
             f"train.dynamic_margins: needs train.loss subcenter_arcface or arcface, or a combined "
             f"loss with one of them (margins in radians, one per class), got {tc.loss!r}"
+        )
+    starts = [item[0] for item in tc.image_sizes if len(item) == 2]
+    if (
+        len(starts) != len(tc.image_sizes)
+        or (starts and starts[0] != 0)
+        or any(b <= a for a, b in zip(starts, starts[1:]))
+        or any(item[1] < 1 for item in tc.image_sizes)
+    ):
+        raise ConfigError(
+            "train.image_sizes: expected [[epoch, size], ...] with the first epoch 0, epochs "
+            f"increasing and sizes >= 1, e.g. [[0, 96], [3, 112]], got {tc.image_sizes}"
         )
     if tc.loss == "subspace_triplet" and tc.schedule != "constant":
         raise ConfigError("train.schedule: subspace_triplet trains with a constant rate")

@@ -51,6 +51,35 @@ def data_config(config: Config, model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
+def epoch_image_size(cfg: Config, epoch: int) -> int:
+    """The training crop size of ``epoch`` (0-based): ``train.image_sizes``' entry in force.
+
+    Example:
+        >>> sizes = {"image_sizes": [[0, 96], [3, 112]]}
+        >>> cfg = config_from_dict({"train": sizes})  # doctest: +SKIP
+        >>> [epoch_image_size(cfg, e) for e in range(5)]  # doctest: +SKIP
+        [96, 96, 96, 112, 112]
+    """
+    size = cfg.model.image_size
+    for start, entry in cfg.train.image_sizes:
+        if epoch >= start:
+            size = entry
+    return size
+
+
+def train_transform(cfg: Config, model: torch.nn.Module, image_size: int) -> Any:
+    """The training augmentation (``train.augment``) at ``image_size``.
+
+    The squash size keeps the config's ratio ``model.resize_size / model.image_size``.
+    """
+    m, tc = cfg.model, cfg.train
+    resize = max(image_size, round(image_size * m.resize_size / m.image_size))
+    dcfg = {**data_config(cfg, model), "image_size": image_size, "resize_size": resize}
+    if tc.augment == "squash_crop":
+        return rk.data.build_train_transform(dcfg)
+    return rk.data.build_train_transform(dcfg, random_resized_crop=True, scale=tuple(tc.crop_scale))
+
+
 def model_paths(out: Path) -> dict[str, Path]:
     """Weights of the two models the later stages compare (baseline: pretrained, no head)."""
     return {"trained": out / "train" / "model.pt", "baseline": out / "train" / "model_init.pt"}
@@ -203,13 +232,7 @@ def build_training(
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    dcfg = data_config(cfg, model)
-    if tc.augment == "squash_crop":
-        transform = rk.data.build_train_transform(dcfg)
-    else:
-        transform = rk.data.build_train_transform(
-            dcfg, random_resized_crop=True, scale=tuple(tc.crop_scale)
-        )
+    transform = train_transform(cfg, model, epoch_image_size(cfg, 0))
     dataset = rk.data.ImageListDataset(paths, targets.astype(np.int64), transform=transform)
 
     def make_sampler(mapping: dict[int, int] | None) -> Any:
@@ -541,6 +564,10 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         if start_step == 0:
             sampler.set_epoch(epoch)
         logger.info("epoch %d/%d", epoch + 1, tc.epochs)
+        if tc.image_sizes:  # progressive size: this epoch's, also when resuming inside it
+            size = epoch_image_size(cfg, epoch)
+            parts.dataset.transform = train_transform(cfg, model, size)
+            logger.info("epoch %d: training images at %d px", epoch + 1, size)
         if tc.loss == "subspace_triplet" and not (epoch == tc.epochs - 1 and tc.epochs > 1):
             stats = _subspace_epoch(parts, labels, ctx, epoch)
         else:
