@@ -291,3 +291,28 @@ def test_progressive_image_size_per_epoch_and_on_resume(split_run, tmp_path, mon
 def test_image_sizes_errors(sizes):
     with pytest.raises(cfgmod.ConfigError, match="train.image_sizes"):
         cfgmod.config_from_dict({"train": {"image_sizes": sizes}})
+
+
+@pytest.mark.slow
+def test_validation_per_epoch_matches_the_evaluate_stage_and_leaves_training_alone(
+    split_run, tmp_path
+):
+    train = {"epochs": 2, "sampler": "pk", "max_batches_per_epoch": 2, "deterministic": True}
+    pipeline._copy_stages(split_run, tmp_path / "val", ("prepare", "clean", "split"))
+    config = pipeline.tiny_config(train={**train, "val_every": 1})
+    config.data.root = str(split_run / "data")
+    pipeline._run(config, tmp_path / "val")
+    history = json.loads((tmp_path / "val" / "train" / "history.json").read_text())
+    assert [("val_gap" in h, "val_map_at_100" in h) for h in history] == [(True, True)] * 2
+    # The last epoch's model is the trained model: the evaluate stage's validation figures,
+    # computed through the index and predict stages, are the same numbers.
+    val = json.loads((tmp_path / "val" / "metrics.json").read_text())["val"]
+    assert history[-1]["val_gap"] == pytest.approx(val["gap"], abs=1e-6)
+    assert history[-1]["val_map_at_100"] == pytest.approx(val["map_at_100"], abs=1e-6)
+    assert (tmp_path / "val" / "train" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    # Validating draws nothing from the training's random stream: the same weights as without.
+    _train(split_run, tmp_path / "plain", **train)
+    with_val = torch.load(tmp_path / "val" / "train" / "model.pt", weights_only=True)["model"]
+    plain = torch.load(tmp_path / "plain" / "train" / "model.pt", weights_only=True)["model"]
+    for key, value in plain.items():
+        torch.testing.assert_close(with_val[key], value, rtol=0, atol=0)

@@ -171,6 +171,10 @@ class TrainConfig:
     #: (``size * model.resize_size / model.image_size``). Empty: ``model.image_size`` throughout.
     #: Evaluation embeds at ``model.image_size``: make it the last size.
     image_sizes: list[list[int]] = field(default_factory=list)
+    #: every N epochs (and after the last), embed the validation queries and database with the
+    #: current model and log their GAP / mAP@100 (nearest neighbour, no reranking) into
+    #: ``train/history.json`` and ``train/loss.png``; 0: never.
+    val_every: int = 0
     deterministic: bool = False
 
 
@@ -405,6 +409,7 @@ def _check_values(config: Config) -> None:
         "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
         "train.lr": config.train.lr,
         "train.warmup_steps": config.train.warmup_steps,
+        "train.val_every": config.train.val_every,
     }
     for key, value in non_negative.items():
         if value < 0:

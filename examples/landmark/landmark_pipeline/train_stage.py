@@ -445,17 +445,96 @@ class _StepLog:
         atomic_write_text(self.path, buf.getvalue())
 
 
+@torch.no_grad()
+def validation_metrics(model: torch.nn.Module, rows: list[Any], ctx: Context) -> dict[str, float]:
+    """GAP and mAP@k of the validation queries against the validation database under ``model``.
+
+    The prediction is the nearest database image's label, its cosine the confidence (no
+    reranking), as the evaluate stage's ``val`` figures; ``{}`` without validation rows. The
+    training's random stream and the model's mode are left as they were.
+    """
+    cfg = ctx.config
+    queries = [r for r in rows if r.role == "val_query"]
+    db = [r for r in rows if r.role == "val_db"]
+    if not queries or not db:
+        return {}
+    start = time.perf_counter()
+    normalize = model.normalize
+    model.normalize = True
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            emb, failed = rk.embed.extract_embeddings(
+                model,
+                [r.path for r in queries + db],
+                image_size=cfg.embed.image_size or cfg.model.image_size,
+                resize=cfg.embed.resize,
+                batch_size=cfg.embed.batch_size,
+                num_workers=cfg.embed.num_workers,
+                device=ctx.device,
+                on_error="skip",
+                progress=False,
+                rank=0,  # the main process alone embeds every row
+                world_size=1,
+            )
+    finally:
+        model.normalize = normalize
+    bad = {row for row, _, _ in failed}
+    q_ok = [i for i in range(len(queries)) if i not in bad]
+    d_ok = [i for i in range(len(db)) if len(queries) + i not in bad]
+    if not q_ok or not d_ok:
+        return {}
+    q_emb = np.asarray(emb[q_ok], dtype=np.float32)
+    d_emb = np.asarray(emb[[len(queries) + i for i in d_ok]], dtype=np.float32)
+    sims = q_emb @ d_emb.T
+    k = min(cfg.evaluate.map_k, len(d_ok))
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    db_ids = [db[i].id for i in d_ok]
+    truth = {queries[i].id: {int(queries[i].label)} for i in q_ok}
+    by_label: dict[int, set[str]] = {}
+    for r in db:
+        by_label.setdefault(int(r.label), set()).add(r.id)
+    predictions, ranked, solution = {}, {}, {}
+    for row, qi in enumerate(q_ok):
+        q = queries[qi]
+        best = order[row, 0]
+        predictions[q.id] = (int(db[d_ok[best]].label), float(sims[row, best]))
+        wanted = by_label.get(int(q.label), set()) & set(db_ids)
+        if wanted:
+            ranked[q.id] = [db_ids[j] for j in order[row]]
+            solution[q.id] = wanted
+    out = {"val_gap": rk.metrics.global_average_precision(predictions, truth)}
+    if solution:
+        out["val_map_at_100"] = rk.metrics.mean_average_precision_at_k(
+            ranked, solution, k=cfg.evaluate.map_k
+        )
+    out["val_seconds"] = time.perf_counter() - start
+    return out
+
+
 def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    val = [h for h in history if "val_gap" in h]
+    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(9 if val else 5, 3.2), squeeze=False)
+    ax = axes[0, 0]
     ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean training loss")
     ax.grid(alpha=0.3)
+    if val:
+        ax = axes[0, 1]
+        for key, name in (("val_gap", "GAP"), ("val_map_at_100", "mAP@100")):
+            points = [(h["epoch"], h[key]) for h in val if key in h]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation (unseen classes)")
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
@@ -474,7 +553,8 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     device = ctx.device
     main = dist.is_main_process()
 
-    rows = [r for r in load_split(ctx) if r.role == "train"]
+    split_rows = load_split(ctx)
+    rows = [r for r in split_rows if r.role == "train"]
     paths = [r.path for r in rows]
     labels = np.array([int(r.label) for r in rows], dtype=np.int64)
     rk.train.seed_everything(cfg.seed, deterministic=tc.deterministic)
@@ -574,6 +654,17 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             stats = _epoch(parts, sampler, ctx, epoch, start_step, save, step_log)
         start_step = 0
         history.append({"epoch": epoch + 1, **{k: float(v) for k, v in stats.items()}})
+        due = tc.val_every and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs)
+        if due and main:
+            history[-1].update(validation_metrics(model, split_rows, ctx))
+            if "val_gap" in history[-1]:
+                logger.info(
+                    "epoch %d: validation GAP %.4f, mAP@100 %.4f (%.1f s)",
+                    epoch + 1,
+                    history[-1]["val_gap"],
+                    history[-1].get("val_map_at_100", math.nan),
+                    history[-1]["val_seconds"],
+                )
         logger.info(
             "epoch %d: loss %.4f, %s%.1f img/s",
             epoch + 1,
