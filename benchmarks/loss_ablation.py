@@ -180,9 +180,14 @@ def table(records: list[dict[str, Any]], variants: list[Variant]) -> str:
         train_s = _spread([m["stage_seconds"]["train"] for m in runs], ".0f")
         lines.append(f"| {v.label} | {len(runs)} | " + " | ".join(cells) + f" | {train_s} |")
     seeds = sorted({r["seed"] for r in records})
+    over = (
+        f"Mean ± standard deviation over the training seeds {', '.join(map(str, seeds))}"
+        if len(seeds) > 1
+        else f"One run per row (training seed {seeds[0]}: no spread; `--seeds 0 1 2` gives it)"
+    )
     lines += [
         "",
-        f"Mean ± standard deviation over the training seeds {', '.join(map(str, seeds))} (the "
+        f"{over} (the "
         f"data and split are the same in every run). Test protocol: {first['scored_queries']} "
         f"scored queries, {first['scored_landmark_queries']} with a landmark; GAP with the "
         "demo's distractor reranking, then without it. train s: the train stage's wall time "
