@@ -236,11 +236,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         work = a.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        if not (work / "shared" / "stages" / "split.done.json").is_file():
-            prepare_shared(work, env, a.extra)
-        keys = [(v, s) for s in a.seeds for v in variants]
-        with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-            records = list(pool.map(lambda k: run_one(*k, work, env, a.extra), keys))
+        lock = work / "loss_ablation.lock"
+        try:  # two invocations in one work folder would train into the same run folders
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            p.error(f"{lock} exists: another loss_ablation.py uses {work} (delete it if not)")
+        try:
+            if not (work / "shared" / "stages" / "split.done.json").is_file():
+                prepare_shared(work, env, a.extra)
+            keys = [(v, s) for s in a.seeds for v in variants]
+            with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+                records = list(pool.map(lambda k: run_one(*k, work, env, a.extra), keys))
+        finally:
+            lock.unlink()
     head = header(info, started, time.perf_counter() - t0, load)
     if a.jobs > 1:
         head += f" Up to {a.jobs} runs at a time."

@@ -113,3 +113,12 @@ def test_runs_write_the_section_and_reuse_the_shared_stages(tmp_path):
     # A second invocation reuses the finished runs (their records) instead of training again.
     (tmp_path / "work" / "triplet_seed0" / "metrics.json").unlink()
     assert la.main(argv) == records
+
+
+def test_a_second_invocation_on_the_same_work_folder_is_refused(tmp_path, capsys):
+    la = _load()
+    (tmp_path / "loss_ablation.lock").touch()
+    with pytest.raises(SystemExit):
+        la.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "doc.md")])
+    assert "another loss_ablation.py uses" in capsys.readouterr().err
+    assert not (tmp_path / "shared").exists() and not (tmp_path / "doc.md").exists()
