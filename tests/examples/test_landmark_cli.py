@@ -156,3 +156,35 @@ def test_file_errors_still_name_the_file(tmp_path):
     # an empty section in the file takes overrides
     bad.write_text("train:\n")
     assert cfgmod.load_config(bad, {"train.epochs": 4}).train.epochs == 4
+
+
+def test_base_overlay_merges_key_by_key_with_paths_from_each_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    base = tmp_path / "sub" / "base.yaml"
+    base.write_text(
+        "seed: 3\ndata:\n  format: folders\n  root: images\n"
+        "train:\n  epochs: 2\n  lr: 0.5\n  loss_kwargs: {scale: 16.0, sub_centers: 2}\n"
+    )
+    top = tmp_path / "top.yaml"
+    top.write_text("base: sub/base.yaml\ntrain:\n  lr: 0.001\n  loss_kwargs: {scale: 30.0}\n")
+    config = cfgmod.load_config(top, {"train.epochs": 5})
+    assert config.seed == 3 and config.train.lr == 0.001 and config.train.epochs == 5
+    assert config.train.loss_kwargs == {"scale": 30.0, "sub_centers": 2}
+    # The base's relative path is relative to the base's folder, not the overlay's.
+    assert config.data.root == str((tmp_path / "sub" / "images").resolve())
+    top.write_text("base: sub/base.yaml\ndata:\n  root: mine\n")
+    assert cfgmod.load_config(top).data.root == str((tmp_path / "mine").resolve())
+
+
+def test_base_overlay_errors_name_the_file(tmp_path):
+    top = tmp_path / "top.yaml"
+    top.write_text("base: nowhere.yaml\n")
+    with pytest.raises(cfgmod.ConfigError, match=r"top\.yaml: base: file not found"):
+        cfgmod.load_config(top)
+    (tmp_path / "a.yaml").write_text("base: top.yaml\n")
+    top.write_text("base: a.yaml\n")
+    with pytest.raises(cfgmod.ConfigError, match="includes itself"):
+        cfgmod.load_config(top)
+    top.write_text("base: [demo.yaml]\n")
+    with pytest.raises(cfgmod.ConfigError, match="base: expected a config file name"):
+        cfgmod.load_config(top)

@@ -188,3 +188,131 @@ def test_recipe_config_loads():
     assert tc.classes_per_batch * tc.samples_per_class * tc.accumulate == 256
     assert tc.optimizer == "adam" and tc.schedule == "warmup_cosine"
     cfgmod.check_components(config)
+
+
+def test_combined_loss_from_the_config_completes_each_part():
+    parts = {
+        "arcface": {"name": "subcenter_arcface", "scale": 30.0, "weight": 2.0},
+        "triplet": {"name": "triplet", "miner": "batch_hard"},
+    }
+    train = {"loss": "combined", "loss_kwargs": {"losses": parts}, "dynamic_margins": True}
+    train |= {"distance": "euclidean", "margin": 0.1}  # not the miner's default distance
+    config = cfgmod.config_from_dict({"train": train})
+    cfgmod.check_components(config)
+    counts = np.array([1, 16, 10000])
+    loss = train_stage.build_loss(config, counts, 16)
+    assert isinstance(loss, rk.losses.CombinedLoss)
+    assert loss.weights == {"arcface": 2.0, "triplet": 1.0}
+    arc, triplet = loss.losses["arcface"], loss.losses["triplet"]
+    # Sizes from the data and the model, dynamic margins for the ArcFace part only.
+    assert arc.W.shape == (16, 3 * 3) and arc.scale == 30.0
+    assert torch.allclose(arc.margins, rk.losses.dynamic_margins(counts))
+    assert triplet.margin == 0.1 and not triplet.distance.normalize_embeddings
+    assert isinstance(loss.miners["triplet"], rk.miners.BatchHardMiner)
+    assert not loss.miners["triplet"].distance.normalize_embeddings
+    assert train_stage.build_miner(config) is None  # the parts mine for themselves
+    value = loss(torch.randn(6, 16), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert value.ndim == 0 and set(loss.last_stats) >= {"loss/arcface", "arcface/accuracy"}
+
+
+@pytest.mark.parametrize(
+    ("loss_kwargs", "message"),
+    [
+        ({}, "train.loss_kwargs.losses: train.loss combined needs"),
+        ({"losses": {"a": "triplet"}}, "train.loss_kwargs.losses.a: expected a mapping"),
+        ({"losses": {"a": {"name": "triplet", "weight": "x"}}}, "losses.a.weight"),
+        ({"losses": {"a": {"name": "triplet", "margn": 1}}}, "train.loss_kwargs.losses.a: "),
+        ({"losses": {"a": {"name": "triplet", "miner": "bad_miner"}}}, "losses.a.miner: "),
+    ],
+)
+def test_combined_loss_config_errors_name_the_key(loss_kwargs, message):
+    config = cfgmod.config_from_dict({"train": {"loss": "combined", "loss_kwargs": loss_kwargs}})
+    with pytest.raises(cfgmod.ConfigError, match=message):
+        train_stage.build_loss(config, np.array([3, 4]), 8)
+
+
+def test_unknown_part_of_a_combined_loss_is_refused_before_training():
+    parts = {"arc": {"name": "subcenter_arcfase"}}
+    config = cfgmod.config_from_dict(
+        {"train": {"loss": "combined", "loss_kwargs": {"losses": parts}}}
+    )
+    with pytest.raises(cfgmod.ConfigError, match="train.loss_kwargs.losses.arc: unknown loss"):
+        cfgmod.check_components(config)
+    # dynamic margins need an ArcFace part
+    with pytest.raises(cfgmod.ConfigError, match="train.dynamic_margins"):
+        cfgmod.config_from_dict(
+            {"train": {"loss": "combined", "dynamic_margins": True,
+                       "loss_kwargs": {"losses": {"t": {"name": "triplet"}}}}}
+        )  # fmt: skip
+
+
+def test_demo_arcface_overlay_changes_only_training():
+    demo = cfgmod.load_config(EXAMPLE / "configs" / "demo.yaml")
+    arc = cfgmod.load_config(EXAMPLE / "configs" / "demo_arcface.yaml")
+    a, b = cfgmod.config_to_dict(demo), cfgmod.config_to_dict(arc)
+    assert {k for k in a if a[k] != b[k]} == {"train"}
+    assert arc.train.loss == "subcenter_arcface" and arc.train.dynamic_margins
+    assert arc.train.epochs == demo.train.epochs  # the same budget as the triplet demo
+    cfgmod.check_components(arc)
+
+
+def test_progressive_image_size_per_epoch_and_on_resume(split_run, tmp_path, monkeypatch):
+    train = {"epochs": 3, "sampler": "pk", "image_sizes": [[0, 32], [2, 40]]}
+    sizes: list[int] = []
+
+    def record_size(model, loader, *args, **kwargs):
+        images, _ = next(iter(loader))
+        sizes.append(images.shape[-1])
+        assert images.shape[-2] == images.shape[-1]
+        if kwargs.pop("crash", False):
+            raise KeyboardInterrupt("killed")
+        return {"loss": 1.0, "batches": 1.0}
+
+    monkeypatch.setattr(rk.train, "train_one_epoch", record_size)
+    _train(split_run, tmp_path / "whole", **train)
+    assert sizes == [32, 32, 40]  # the model's image_size (48) is never used
+
+    def crash_in_third_epoch(*args, **kwargs):
+        return record_size(*args, **kwargs, crash=len(sizes) == 2)
+
+    sizes.clear()
+    monkeypatch.setattr(rk.train, "train_one_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _train(split_run, tmp_path / "resumed", **train)
+    sizes.clear()
+    monkeypatch.setattr(rk.train, "train_one_epoch", record_size)
+    config = pipeline.tiny_config(train=train)
+    config.data.root = str(split_run / "data")
+    pipeline._run(config, tmp_path / "resumed", ["train"])
+    assert sizes == [40]  # the resumed epoch trains at its own size
+
+
+@pytest.mark.parametrize("sizes", [[[1, 32]], [[0, 32], [0, 40]], [[0, 0]], [[0, 32, 1]]])
+def test_image_sizes_errors(sizes):
+    with pytest.raises(cfgmod.ConfigError, match="train.image_sizes"):
+        cfgmod.config_from_dict({"train": {"image_sizes": sizes}})
+
+
+@pytest.mark.slow
+def test_validation_per_epoch_matches_the_evaluate_stage_and_leaves_training_alone(
+    split_run, tmp_path
+):
+    train = {"epochs": 2, "sampler": "pk", "max_batches_per_epoch": 2, "deterministic": True}
+    pipeline._copy_stages(split_run, tmp_path / "val", ("prepare", "clean", "split"))
+    config = pipeline.tiny_config(train={**train, "val_every": 1})
+    config.data.root = str(split_run / "data")
+    pipeline._run(config, tmp_path / "val")
+    history = json.loads((tmp_path / "val" / "train" / "history.json").read_text())
+    assert [("val_gap" in h, "val_map_at_100" in h) for h in history] == [(True, True)] * 2
+    # The last epoch's model is the trained model: the evaluate stage's validation figures,
+    # computed through the index and predict stages, are the same numbers.
+    val = json.loads((tmp_path / "val" / "metrics.json").read_text())["val"]
+    assert history[-1]["val_gap"] == pytest.approx(val["gap"], abs=1e-6)
+    assert history[-1]["val_map_at_100"] == pytest.approx(val["map_at_100"], abs=1e-6)
+    assert (tmp_path / "val" / "train" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    # Validating draws nothing from the training's random stream: the same weights as without.
+    _train(split_run, tmp_path / "plain", **train)
+    with_val = torch.load(tmp_path / "val" / "train" / "model.pt", weights_only=True)["model"]
+    plain = torch.load(tmp_path / "plain" / "train" / "model.pt", weights_only=True)["model"]
+    for key, value in plain.items():
+        torch.testing.assert_close(with_val[key], value, rtol=0, atol=0)

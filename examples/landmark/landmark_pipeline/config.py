@@ -176,6 +176,15 @@ class TrainConfig:
     #: pipeline); ``random_resized_crop``: RandomResizedCrop with ``crop_scale``, flip.
     augment: Literal["squash_crop", "random_resized_crop"] = "squash_crop"
     crop_scale: list[float] = field(default_factory=lambda: [0.25, 1.0])
+    #: progressive image size: ``[[epoch, size], ...]``, each training crop size used from its
+    #: epoch (0-based) on, e.g. ``[[0, 96], [3, 112]]``; the squash size scales with it
+    #: (``size * model.resize_size / model.image_size``). Empty: ``model.image_size`` throughout.
+    #: Evaluation embeds at ``model.image_size``: make it the last size.
+    image_sizes: list[list[int]] = field(default_factory=list)
+    #: every N epochs (and after the last), embed the validation queries and database with the
+    #: current model and log their GAP / mAP@100 (nearest neighbour, no reranking) into
+    #: ``train/history.json`` and ``train/loss.png``; 0: never.
+    val_every: int = 0
     deterministic: bool = False
 
 
@@ -410,6 +419,7 @@ def _check_values(config: Config) -> None:
         "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
         "train.lr": config.train.lr,
         "train.warmup_steps": config.train.warmup_steps,
+        "train.val_every": config.train.val_every,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -469,10 +479,21 @@ def _check_train(tc: TrainConfig) -> None:
             "train.dynamic_margin_range: expected [low, high] with 0 <= low <= high, "
             f"got {low_high}"
         )
-    if tc.dynamic_margins and tc.loss not in ("subcenter_arcface", "arcface"):
+    if tc.dynamic_margins and not set(_loss_names(tc)) & set(ARCFACE_LOSSES):
         raise ConfigError(
-            f"train.dynamic_margins: needs train.loss subcenter_arcface or arcface (margins in "
-            f"radians, one per class), got {tc.loss!r}"
+            f"train.dynamic_margins: needs train.loss subcenter_arcface or arcface, or a combined "
+            f"loss with one of them (margins in radians, one per class), got {tc.loss!r}"
+        )
+    starts = [item[0] for item in tc.image_sizes if len(item) == 2]
+    if (
+        len(starts) != len(tc.image_sizes)
+        or (starts and starts[0] != 0)
+        or any(b <= a for a, b in zip(starts, starts[1:]))
+        or any(item[1] < 1 for item in tc.image_sizes)
+    ):
+        raise ConfigError(
+            "train.image_sizes: expected [[epoch, size], ...] with the first epoch 0, epochs "
+            f"increasing and sizes >= 1, e.g. [[0, 96], [3, 112]], got {tc.image_sizes}"
         )
     if tc.loss == "subspace_triplet" and tc.schedule != "constant":
         raise ConfigError("train.schedule: subspace_triplet trains with a constant rate")
@@ -504,6 +525,22 @@ def _check_non_landmarks(tc: TrainConfig) -> None:
         )
 
 
+#: losses that take one ArcFace margin per class (``train.dynamic_margins``).
+ARCFACE_LOSSES = ("subcenter_arcface", "arcface")
+
+
+def _loss_names(tc: TrainConfig) -> list[str]:
+    """``train.loss``, or the part names of a ``combined`` loss (``loss_kwargs.losses``)."""
+    if tc.loss != "combined":
+        return [tc.loss]
+    parts = tc.loss_kwargs.get("losses")
+    if not isinstance(parts, dict):
+        return []
+    return [
+        p["name"] for p in parts.values() if isinstance(p, dict) and isinstance(p.get("name"), str)
+    ]
+
+
 def check_components(config: Config) -> None:
     """Refuse an unknown ``train.loss`` / ``train.miner`` name, naming the key (imports torch).
 
@@ -514,6 +551,17 @@ def check_components(config: Config) -> None:
 
     tc = config.train
     checks = [("train.loss", tc.loss, rk.losses.list_losses, rk.losses.create_loss)]
+    if tc.loss == "combined":
+        checks += [
+            (
+                f"train.loss_kwargs.losses.{k}",
+                p["name"],
+                rk.losses.list_losses,
+                rk.losses.create_loss,
+            )
+            for k, p in (tc.loss_kwargs.get("losses") or {}).items()
+            if isinstance(p, dict) and isinstance(p.get("name"), str)
+        ]
     if tc.miner is not None and tc.miner.lower() not in ("none", "auto"):
         checks.append(("train.miner", tc.miner, rk.miners.list_miners, rk.miners.create_miner))
     for key, name, names, create in checks:
@@ -527,7 +575,9 @@ def check_components(config: Config) -> None:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (``yaml.safe_load``) into a :class:`Config`.
 
-    Relative data paths in the file are resolved against the file's folder. An error caused by
+    A file may start from another: ``base: demo.yaml`` (relative to the file) reads that one
+    first, then this file's keys replace its values (mappings merge key by key). Relative data
+    paths are resolved against the folder of the file that sets them. An error caused by
     an override names it (``--set train.epochs=two: train.epochs: expected int ...``); one in the
     file names the file.
 
@@ -541,6 +591,39 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    data = _read_layers(path, ())
+    items = list((overrides or {}).items())
+    try:
+        config = config_from_dict(_with_overrides(data, items))
+    except ConfigError as e:
+        raise ConfigError(_blame(path, data, items, e)) from None
+    base = path.resolve().parent
+    for section, key in _PATH_KEYS:
+        obj = getattr(config, section)
+        value = getattr(obj, key)
+        if _is_path_value(section, key, value):
+            setattr(obj, key, str((base / Path(value).expanduser()).resolve()))
+    return config
+
+
+#: Config keys holding a path, resolved against the folder of the file that sets them.
+_PATH_KEYS = (
+    ("data", "root"),
+    ("clean", "places365_checkpoint"),
+    ("clean", "places365_io"),
+    ("model", "pretrained"),  # a path when it is a string
+    ("train", "non_landmarks"),  # a folder unless it names a pool (NON_LANDMARK_POOLS)
+)
+
+
+def _is_path_value(section: str, key: str, value: Any) -> bool:
+    """Whether ``value`` of ``section.key`` is a relative path to resolve."""
+    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return False
+    return not (section, key) == ("train", "non_landmarks") or value not in NON_LANDMARK_POOLS
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -549,25 +632,45 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    items = list((overrides or {}).items())
-    try:
-        config = config_from_dict(_with_overrides(data, items))
-    except ConfigError as e:
-        raise ConfigError(_blame(path, data, items, e)) from None
-    base = path.resolve().parent
-    folder_keys = [("data", "root"), ("clean", "places365_checkpoint"), ("clean", "places365_io")]
-    if config.train.non_landmarks not in NON_LANDMARK_POOLS:
-        folder_keys.append(("train", "non_landmarks"))
-    for section, key in folder_keys:
-        obj = getattr(config, section)
-        value = getattr(obj, key)
-        if value and not Path(value).expanduser().is_absolute():
-            setattr(obj, key, str((base / Path(value).expanduser()).resolve()))
-    if isinstance(config.model.pretrained, str):
-        p = Path(config.model.pretrained).expanduser()
-        if not p.is_absolute():
-            config.model.pretrained = str((base / p).resolve())
-    return config
+    return data
+
+
+def _read_layers(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The file's mapping on top of its ``base:`` file's (recursively), merged key by key.
+
+    An overlay (``base: demo.yaml`` and the keys it changes) keeps a variant of a config short
+    and in step with its base. Relative paths of a base file are made absolute against its own
+    folder before merging; the top file's are resolved by :func:`load_config`.
+    """
+    data = _read_yaml(path)
+    parent = data.pop("base", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: base: expected a config file name, got {parent!r}")
+    parent_path = (path.resolve().parent / Path(parent).expanduser()).resolve()
+    if parent_path in seen or parent_path == path.resolve():
+        raise ConfigError(f"{path}: base: {parent} includes itself")
+    if not parent_path.is_file():
+        raise ConfigError(f"{path}: base: file not found: {parent_path}")
+    below = _read_layers(parent_path, (*seen, path.resolve()))
+    for section, key in _PATH_KEYS:
+        node = below.get(section)
+        value = node.get(key) if isinstance(node, dict) else None
+        if _is_path_value(section, key, value):
+            node[key] = str((parent_path.parent / Path(value).expanduser()).resolve())
+    return _merge(below, data)
+
+
+def _merge(below: dict[str, Any], above: dict[str, Any]) -> dict[str, Any]:
+    """``above`` over ``below``: mappings merge key by key, any other value replaces."""
+    merged = dict(below)
+    for key, value in above.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def format_override(key: str, value: Any) -> str:

@@ -123,12 +123,22 @@ def non_landmark_pool(ctx: Context, paths: list[str], labels: np.ndarray) -> Non
     return NonLandmarkPool(pool)
 
 
-class _SeededConcat(torch.utils.data.ConcatDataset):
-    """``ConcatDataset`` whose ``set_epoch`` reaches every part (per-row augmentation seeds)."""
+class _PoolConcat(torch.utils.data.ConcatDataset):
+    """``ConcatDataset`` that passes ``set_epoch`` (per-row augmentation seeds) and a new
+    ``transform`` (progressive image size) to every part, as the train stage sets them."""
 
     def set_epoch(self, epoch: int) -> None:
         for part in self.datasets:
             part.set_epoch(epoch)
+
+    @property
+    def transform(self) -> Any:
+        return self.datasets[0].transform
+
+    @transform.setter
+    def transform(self, transform: Any) -> None:
+        for part in self.datasets:
+            part.transform = transform
 
 
 def add_non_landmarks(parts: Any, pool: NonLandmarkPool, cfg: Config) -> None:
@@ -145,7 +155,7 @@ def add_non_landmarks(parts: Any, pool: NonLandmarkPool, cfg: Config) -> None:
         # Its own augmentation stream: pool row i must not repeat landmark row i's crop.
         seed=None if landmark.seed is None else landmark.seed + 1,
     )
-    parts.dataset = _SeededConcat([landmark, extra])
+    parts.dataset = _PoolConcat([landmark, extra])
     first = len(landmark)
     rows = np.arange(first, first + len(pool.paths))
     make_landmark_sampler = parts.make_sampler

@@ -19,7 +19,7 @@ from pytorch_metric_learning.distances import LpDistance
 import retrieval_kit as rk
 from retrieval_kit.io import atomic_write, atomic_write_json, atomic_write_text
 
-from .config import Config, ConfigError, check_components
+from .config import ARCFACE_LOSSES, Config, ConfigError, check_components
 from .context import Context
 from .data_stages import load_split
 from .non_landmarks import add_non_landmarks, non_landmark_pool
@@ -50,6 +50,35 @@ def data_config(config: Config, model: torch.nn.Module) -> dict[str, Any]:
         "image_size": config.model.image_size,
         "resize_size": config.model.resize_size,
     }
+
+
+def epoch_image_size(cfg: Config, epoch: int) -> int:
+    """The training crop size of ``epoch`` (0-based): ``train.image_sizes``' entry in force.
+
+    Example:
+        >>> sizes = {"image_sizes": [[0, 96], [3, 112]]}
+        >>> cfg = config_from_dict({"train": sizes})  # doctest: +SKIP
+        >>> [epoch_image_size(cfg, e) for e in range(5)]  # doctest: +SKIP
+        [96, 96, 96, 112, 112]
+    """
+    size = cfg.model.image_size
+    for start, entry in cfg.train.image_sizes:
+        if epoch >= start:
+            size = entry
+    return size
+
+
+def train_transform(cfg: Config, model: torch.nn.Module, image_size: int) -> Any:
+    """The training augmentation (``train.augment``) at ``image_size``.
+
+    The squash size keeps the config's ratio ``model.resize_size / model.image_size``.
+    """
+    m, tc = cfg.model, cfg.train
+    resize = max(image_size, round(image_size * m.resize_size / m.image_size))
+    dcfg = {**data_config(cfg, model), "image_size": image_size, "resize_size": resize}
+    if tc.augment == "squash_crop":
+        return rk.data.build_train_transform(dcfg)
+    return rk.data.build_train_transform(dcfg, random_resized_crop=True, scale=tuple(tc.crop_scale))
 
 
 def model_paths(out: Path) -> dict[str, Path]:
@@ -206,13 +235,7 @@ def build_training(
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    dcfg = data_config(cfg, model)
-    if tc.augment == "squash_crop":
-        transform = rk.data.build_train_transform(dcfg)
-    else:
-        transform = rk.data.build_train_transform(
-            dcfg, random_resized_crop=True, scale=tuple(tc.crop_scale)
-        )
+    transform = train_transform(cfg, model, epoch_image_size(cfg, 0))
     # Crops seeded per (seed, epoch, row): the same pixels on any number of processes.
     dataset = rk.data.ImageListDataset(
         paths, targets.astype(np.int64), transform=transform, seed=cfg.seed
@@ -256,35 +279,96 @@ def build_loss(cfg: Config, class_counts: np.ndarray, embedding_size: int) -> to
 
     Triplet losses get ``train.margin`` and the config's distance; a loss that needs
     ``num_classes`` / ``embedding_size`` (the ArcFace family, PML's proxy losses) gets them from
-    ``class_counts`` and the model unless ``loss_kwargs`` sets them.
+    ``class_counts`` and the model unless ``loss_kwargs`` sets them. ``combined``: a weighted
+    sum (``rk.losses.CombinedLoss``) of the parts in ``loss_kwargs.losses``, each
+    ``{name: ..., weight: ..., miner: ..., **kwargs}`` and completed the same way.
+
+    Example:
+        >>> cfg = config_from_dict({"train": {"loss": "arcface"}})  # doctest: +SKIP
+        >>> build_loss(cfg, np.array([4, 6]), 16).W.shape  # doctest: +SKIP
+        torch.Size([16, 2])
     """
     tc = cfg.train
-    kwargs: dict[str, Any] = dict(tc.loss_kwargs)
-    if tc.loss in ("triplet", "subspace_triplet"):
+    if tc.loss != "combined":
+        return _build_one_loss(cfg, tc.loss, dict(tc.loss_kwargs), class_counts, embedding_size)
+    key = "train.loss_kwargs.losses"
+    parts = tc.loss_kwargs.get("losses")
+    if set(tc.loss_kwargs) != {"losses"} or not isinstance(parts, dict) or not parts:
+        raise ConfigError(
+            f"{key}: train.loss combined needs loss_kwargs {{losses: {{NAME: {{name: LOSS, "
+            f"weight: W, miner: MINER, ...}}}}}}, got {tc.loss_kwargs!r}"
+        )
+    built: dict[str, tuple[torch.nn.Module, float, Any]] = {}
+    for part_name, part in parts.items():
+        if not isinstance(part, dict) or not isinstance(part.get("name"), str):
+            raise ConfigError(f"{key}.{part_name}: expected a mapping with a 'name', got {part!r}")
+        kwargs = dict(part)
+        name, weight, miner = (
+            kwargs.pop("name"),
+            kwargs.pop("weight", 1.0),
+            kwargs.pop("miner", None),
+        )
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"{key}.{part_name}.weight: expected a number, got {weight!r}")
+        loss = _build_one_loss(
+            cfg, name, kwargs, class_counts, embedding_size, f"{key}.{part_name}"
+        )
+        built[str(part_name)] = (loss, float(weight), _part_miner(cfg, miner, f"{key}.{part_name}"))
+    return rk.losses.CombinedLoss(built)
+
+
+def _build_one_loss(
+    cfg: Config,
+    name: str,
+    kwargs: dict[str, Any],
+    class_counts: np.ndarray,
+    embedding_size: int,
+    key: str = "train.loss_kwargs",
+) -> torch.nn.Module:
+    tc = cfg.train
+    if name in ("triplet", "subspace_triplet"):
         kwargs.setdefault("margin", tc.margin)
         kwargs.setdefault("distance", _distance(cfg))
-        if tc.loss == "subspace_triplet":
+        if name == "subspace_triplet":
             kwargs.setdefault("num_subspaces", tc.num_clusters)
-    if tc.dynamic_margins:
+    if tc.dynamic_margins and name in ARCFACE_LOSSES:
         if "margin" in kwargs:
-            raise ConfigError("train.loss_kwargs.margin: not with train.dynamic_margins: true")
+            raise ConfigError(f"{key}.margin: not with train.dynamic_margins: true")
         kwargs["margin"] = rk.losses.dynamic_margins(
             class_counts,
             lam=tc.dynamic_margin_lambda,
             margin_range=tuple(tc.dynamic_margin_range),
         )
     try:
-        return rk.losses.create_loss(tc.loss, **kwargs)
+        return rk.losses.create_loss(name, **kwargs)
+    except KeyError as e:  # an unknown name inside a combination: the registry's message
+        raise ConfigError(f"{key}: {e}") from None
     except TypeError as e:
         # A classification loss: its required sizes are named in Python's "missing" message.
         sizes = {"num_classes": len(class_counts), "embedding_size": embedding_size}
         missing = {k: v for k, v in sizes.items() if k not in kwargs and f"'{k}'" in str(e)}
         if not missing:
-            raise ConfigError(f"train.loss_kwargs: {e}") from None
+            raise ConfigError(f"{key}: {e}") from None
     try:
-        return rk.losses.create_loss(tc.loss, **kwargs, **missing)
+        return rk.losses.create_loss(name, **kwargs, **missing)
     except TypeError as e:
-        raise ConfigError(f"train.loss_kwargs: {e}") from None
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def _part_miner(cfg: Config, miner: Any, key: str) -> Any:
+    """A combined loss part's own miner: a name or ``{name: ..., **kwargs}`` (``None``: none)."""
+    if miner is None:
+        return None
+    kwargs = dict(miner) if isinstance(miner, dict) else {"name": miner}
+    name = kwargs.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"{key}.miner: expected a miner name or {{name: ...}}, got {miner!r}")
+    if name == "batch_hard":
+        kwargs.setdefault("distance", _distance(cfg))
+    try:
+        return rk.miners.create_miner(name, **kwargs)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{key}.miner: {e}") from None
 
 
 def build_miner(cfg: Config) -> Any:
@@ -367,17 +451,96 @@ class _StepLog:
         atomic_write_text(self.path, buf.getvalue())
 
 
+@torch.no_grad()
+def validation_metrics(model: torch.nn.Module, rows: list[Any], ctx: Context) -> dict[str, float]:
+    """GAP and mAP@k of the validation queries against the validation database under ``model``.
+
+    The prediction is the nearest database image's label, its cosine the confidence (no
+    reranking), as the evaluate stage's ``val`` figures; ``{}`` without validation rows. The
+    training's random stream and the model's mode are left as they were.
+    """
+    cfg = ctx.config
+    queries = [r for r in rows if r.role == "val_query"]
+    db = [r for r in rows if r.role == "val_db"]
+    if not queries or not db:
+        return {}
+    start = time.perf_counter()
+    normalize = model.normalize
+    model.normalize = True
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            emb, failed = rk.embed.extract_embeddings(
+                model,
+                [r.path for r in queries + db],
+                image_size=cfg.embed.image_size or cfg.model.image_size,
+                resize=cfg.embed.resize,
+                batch_size=cfg.embed.batch_size,
+                num_workers=cfg.embed.num_workers,
+                device=ctx.device,
+                on_error="skip",
+                progress=False,
+                rank=0,  # the main process alone embeds every row
+                world_size=1,
+            )
+    finally:
+        model.normalize = normalize
+    bad = {row for row, _, _ in failed}
+    q_ok = [i for i in range(len(queries)) if i not in bad]
+    d_ok = [i for i in range(len(db)) if len(queries) + i not in bad]
+    if not q_ok or not d_ok:
+        return {}
+    q_emb = np.asarray(emb[q_ok], dtype=np.float32)
+    d_emb = np.asarray(emb[[len(queries) + i for i in d_ok]], dtype=np.float32)
+    sims = q_emb @ d_emb.T
+    k = min(cfg.evaluate.map_k, len(d_ok))
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    db_ids = [db[i].id for i in d_ok]
+    truth = {queries[i].id: {int(queries[i].label)} for i in q_ok}
+    by_label: dict[int, set[str]] = {}
+    for r in db:
+        by_label.setdefault(int(r.label), set()).add(r.id)
+    predictions, ranked, solution = {}, {}, {}
+    for row, qi in enumerate(q_ok):
+        q = queries[qi]
+        best = order[row, 0]
+        predictions[q.id] = (int(db[d_ok[best]].label), float(sims[row, best]))
+        wanted = by_label.get(int(q.label), set()) & set(db_ids)
+        if wanted:
+            ranked[q.id] = [db_ids[j] for j in order[row]]
+            solution[q.id] = wanted
+    out = {"val_gap": rk.metrics.global_average_precision(predictions, truth)}
+    if solution:
+        out["val_map_at_100"] = rk.metrics.mean_average_precision_at_k(
+            ranked, solution, k=cfg.evaluate.map_k
+        )
+    out["val_seconds"] = time.perf_counter() - start
+    return out
+
+
 def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    val = [h for h in history if "val_gap" in h]
+    fig, axes = plt.subplots(1, 2 if val else 1, figsize=(9 if val else 5, 3.2), squeeze=False)
+    ax = axes[0, 0]
     ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean training loss")
     ax.grid(alpha=0.3)
+    if val:
+        ax = axes[0, 1]
+        for key, name in (("val_gap", "GAP"), ("val_map_at_100", "mAP@100")):
+            points = [(h["epoch"], h[key]) for h in val if key in h]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation (unseen classes)")
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
@@ -396,7 +559,8 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     device = ctx.device
     main = dist.is_main_process()
 
-    rows = [r for r in load_split(ctx) if r.role == "train"]
+    split_rows = load_split(ctx)
+    rows = [r for r in split_rows if r.role == "train"]
     paths = [r.path for r in rows]
     labels = np.array([int(r.label) for r in rows], dtype=np.int64)
     rk.train.seed_everything(cfg.seed, deterministic=tc.deterministic)
@@ -490,12 +654,27 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         if start_step == 0:
             sampler.set_epoch(epoch)
         logger.info("epoch %d/%d", epoch + 1, tc.epochs)
+        if tc.image_sizes:  # progressive size: this epoch's, also when resuming inside it
+            size = epoch_image_size(cfg, epoch)
+            parts.dataset.transform = train_transform(cfg, model, size)
+            logger.info("epoch %d: training images at %d px", epoch + 1, size)
         if tc.loss == "subspace_triplet" and not (epoch == tc.epochs - 1 and tc.epochs > 1):
             stats = _subspace_epoch(parts, labels, ctx, epoch)
         else:
             stats = _epoch(parts, sampler, ctx, epoch, start_step, save, step_log)
         start_step = 0
         history.append({"epoch": epoch + 1, **{k: float(v) for k, v in stats.items()}})
+        due = tc.val_every and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs)
+        if due and main:
+            history[-1].update(validation_metrics(model, split_rows, ctx))
+            if "val_gap" in history[-1]:
+                logger.info(
+                    "epoch %d: validation GAP %.4f, mAP@100 %.4f (%.1f s)",
+                    epoch + 1,
+                    history[-1]["val_gap"],
+                    history[-1].get("val_map_at_100", math.nan),
+                    history[-1]["val_seconds"],
+                )
         logger.info(
             "epoch %d: loss %.4f, %s%.1f img/s",
             epoch + 1,
