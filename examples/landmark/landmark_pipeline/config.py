@@ -620,7 +620,7 @@ def _is_path_value(section: str, key: str, value: Any) -> bool:
     """Whether ``value`` of ``section.key`` is a relative path to resolve."""
     if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
         return False
-    return not (section, key) == ("train", "non_landmarks") or value not in NON_LANDMARK_POOLS
+    return (section, key) != ("train", "non_landmarks") or value not in NON_LANDMARK_POOLS
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
