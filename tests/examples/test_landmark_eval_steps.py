@@ -90,21 +90,47 @@ def test_learned_confidence_is_fitted_saved_and_reported(base_run, tmp_path):
     config, out = _variant(base_run, tmp_path, predict__confidence="learned")
     report = _run(config, out, ["predict", "evaluate"])
     assert report["predict"]["status"] == "ran"
-    for name in ("trained", "baseline"):
-        cm = rk.predict.ConfidenceModel.load(out / "predict" / name / "confidence.json")
-        assert "distractor_penalty" in cm.feature_names
-    metrics = _metrics(out)
-    steps = [a["step"] for a in metrics["ablation"]]
-    assert steps == DEFAULT_STEPS + ["learned confidence"]
-    assert metrics["ablation"][-1]["gap"] == pytest.approx(metrics["gap"])
-    with open(out / "predict" / "trained" / "test.csv", newline="") as f:
+    # The tiny run's validation split has 2 queries: a model may get them all wrong, and then
+    # nothing can be learned (the fallback has its own test below). The untrained baseline
+    # gets right and wrong ones on this data.
+    cm = rk.predict.ConfidenceModel.load(out / "predict" / "baseline" / "confidence.json")
+    assert "distractor_penalty" in cm.feature_names
+    steps = json.loads((out / "predict" / "baseline" / "test_steps.json").read_text())
+    assert [s["step"] for s in steps["steps"]] == DEFAULT_STEPS + ["learned confidence"]
+    with open(out / "predict" / "baseline" / "test.csv", newline="") as f:
         reported = {p["id"]: float(p["score_reranked"]) for p in csv.DictReader(f)}
-    steps = json.loads((out / "predict" / "trained" / "test_steps.json").read_text())
     learned = dict(zip(steps["ids"], steps["steps"][-1]["scores"]))
     formula = dict(zip(steps["ids"], steps["steps"][-2]["scores"]))
     assert reported == pytest.approx(learned, abs=2e-6)  # the submission gets the learned one
     assert learned != pytest.approx(formula, abs=1e-3)
     assert all(0.0 <= s <= 1.0 for s in learned.values())  # probabilities, not cosines
+    metrics = _metrics(out)
+    trained_fitted = (out / "predict" / "trained" / "confidence.json").is_file()
+    expected = DEFAULT_STEPS + (["learned confidence"] if trained_fitted else [])
+    assert [a["step"] for a in metrics["ablation"]] == expected
+    assert metrics["ablation"][-1]["gap"] == pytest.approx(metrics["gap"])
+
+
+def test_learned_confidence_falls_back_when_validation_is_all_wrong(
+    base_run, tmp_path, monkeypatch, caplog
+):
+    from landmark_pipeline import eval_stages
+
+    features = eval_stages._Predictor.features
+
+    def no_label(self, out):  # every validation prediction wrong: nothing to learn from
+        feats = features(self, out)
+        return feats._replace(labels=[None] * len(feats.labels))
+
+    config, out = _variant(base_run, tmp_path, predict__confidence="learned")
+    monkeypatch.setattr(eval_stages._Predictor, "features", no_label)
+    with caplog.at_level("WARNING"):
+        _run(config, out, ["predict"])
+    assert "learned confidence not fitted: 0 of" in caplog.text
+    for name in ("trained", "baseline"):
+        assert not (out / "predict" / name / "confidence.json").exists()
+        steps = json.loads((out / "predict" / name / "test_steps.json").read_text())
+        assert [s["step"] for s in steps["steps"]] == DEFAULT_STEPS
 
 
 def test_whitening_is_fitted_on_train_and_applied(base_run, tmp_path):

@@ -242,8 +242,11 @@ class _Predictor:
             inliers=out["inliers"],
         )
 
-    def fit_confidence(self, val_index) -> Path:
+    def fit_confidence(self, val_index) -> Path | None:
         """Fit the learned confidence on the validation split; save it; return its path.
+
+        ``None`` (a warning; the formula's scores stand) when the validation predictions are
+        all right or all wrong: a small validation split can leave nothing to learn from.
 
         Fitting queries: the validation queries (landmarks of classes unseen in training,
         searched against their own database) and the distractors (non-landmarks: always wrong;
@@ -274,6 +277,17 @@ class _Predictor:
             lab is not None and r.role == "val_query" and int(lab) in r.labels
             for r, lab in zip(rows, feats.labels, strict=True)
         ]
+        if sum(correct) in (0, len(correct)):
+            logger.warning(
+                "%s: learned confidence not fitted: %d of %d validation predictions are right "
+                "(it needs right and wrong ones; a larger split.num_val_classes helps); the "
+                "distractor-penalty scores stand",
+                self.name,
+                sum(correct),
+                len(correct),
+            )
+            self.confidence = None
+            return None
         self.confidence.fit(feats, correct)
         path = self.ctx.out / "predict" / self.name / "confidence.json"
         self.confidence.save(path)
@@ -314,7 +328,9 @@ def stage_predict(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         predictor = _Predictor(ctx, name, rows)
         folder = ctx.out / "predict" / name
         if cfg.confidence == "learned":
-            outputs.append(predictor.fit_confidence(_load_index(ctx, name, "val_db")))
+            fitted = predictor.fit_confidence(_load_index(ctx, name, "val_db"))
+            info[f"{name}_confidence"] = "learned" if fitted else "formula (learned not fitted)"
+            outputs += [fitted] if fitted else []
         for query_set, keep, index_name in (
             ("test", lambda r: r.source == "test", "db"),
             ("val", lambda r: r.role == "val_query", "val_db"),
