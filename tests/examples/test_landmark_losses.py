@@ -316,3 +316,19 @@ def test_validation_per_epoch_matches_the_evaluate_stage_and_leaves_training_alo
     plain = torch.load(tmp_path / "plain" / "train" / "model.pt", weights_only=True)["model"]
     for key, value in plain.items():
         torch.testing.assert_close(with_val[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "warned"), [(0.031, True), (0.099, True), (0.101, False), (0.77, False)]
+)
+def test_a_head_left_at_chance_is_reported(caplog, accuracy, warned):
+    # 30 classes: chance is 0.033; below 3x chance the head did not learn (the bare
+    # `--set train.loss=subcenter_arcface` demo ended at 0.031, the ArcFace overlay at 0.77).
+    history = [{"epoch": 1, "loss": 38.6, "accuracy": 0.02}, {"epoch": 2, "accuracy": accuracy}]
+    with caplog.at_level("WARNING"):
+        train_stage._warn_if_head_did_not_learn(history, 30)
+    assert ("about chance for 30 classes" in caplog.text) is warned
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # pair losses report no accuracy: nothing to say
+        train_stage._warn_if_head_did_not_learn([{"epoch": 1, "loss": 0.1}], 30)
+    assert caplog.text == ""
