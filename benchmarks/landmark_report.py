@@ -14,6 +14,9 @@ What it runs, each in a fresh process on this machine:
   stage and those after it are redone): its ``metrics.json`` ``ablation`` list, every step of the
   prediction pipeline through the learned confidence, is the ablation table;
 * the quickstart (``examples/quickstart.py --seed S``) for every seed and ``OMP_NUM_THREADS``.
+* the first seed's demo again on one process with 1 thread, and under ``torchrun`` with 2
+  processes of 1 thread: the torchrun table holds it beside the 1-process runs, with the spread
+  that float rounding alone gives (1 vs 2 threads).
 
 It writes each table between the ``<!-- landmark_report.NAME:begin -->`` and
 ``<!-- landmark_report.NAME:end -->`` markers of ``--out`` (``benchmarks/doc_section.py``; machine,
