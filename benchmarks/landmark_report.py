@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # run.py (machine_info) is a sibling script, not a package
 
-from doc_section import write_section  # noqa: E402
+from doc_section import load_note, write_section  # noqa: E402
 from retrieval_kit.io import atomic_write  # noqa: E402
 from run import machine_info  # noqa: E402
 
@@ -380,10 +380,7 @@ def header(
     )
     if load is None:
         return text + "."
-    return (
-        f"{text}; load average at the start {' / '.join(f'{x:.1f}' for x in load)} (above the "
-        "CPU count: other jobs shared the machine and slowed these runs)."
-    )
+    return f"{text}; {load_note(load, info['cpus_usable'])}."
 
 
 GRIDS = ("most_confident_correct", "most_confident_incorrect")
