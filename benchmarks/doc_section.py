@@ -115,3 +115,18 @@ def write_sections(doc: str | os.PathLike, sections: Mapping[str, str]) -> None:
     for name, body in sections.items():
         text = replace_section(text, name, body, where=str(path))
     atomic_write_text(path, text)
+
+
+def load_note(load: tuple[float, ...], cpus: int, when: str = "at the start") -> str:
+    """``load average <when> a / b / c``, saying so when the 1-minute load exceeded ``cpus``.
+
+    Example:
+        >>> load_note((1.0, 2.0, 3.0), 2)
+        'load average at the start 1.0 / 2.0 / 3.0'
+        >>> load_note((3.0, 2.0, 1.0), 2).endswith("(above the CPU count: times are pessimistic)")
+        True
+    """
+    text = f"load average {when} {' / '.join(f'{x:.1f}' for x in load)}"
+    if load and load[0] > cpus:
+        text += " (above the CPU count: times are pessimistic)"
+    return text

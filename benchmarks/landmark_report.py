@@ -14,6 +14,9 @@ What it runs, each in a fresh process on this machine:
   stage and those after it are redone): its ``metrics.json`` ``ablation`` list, every step of the
   prediction pipeline through the learned confidence, is the ablation table;
 * the quickstart (``examples/quickstart.py --seed S``) for every seed and ``OMP_NUM_THREADS``.
+* the first seed's demo again on one process with 1 thread, and under ``torchrun`` with 2
+  processes of 1 thread: the torchrun table holds it beside the 1-process runs, with the spread
+  that float rounding alone gives (1 vs 2 threads).
 
 It writes each table between the ``<!-- landmark_report.NAME:begin -->`` and
 ``<!-- landmark_report.NAME:end -->`` markers of ``--out`` (``benchmarks/doc_section.py``; machine,
@@ -44,14 +47,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # run.py (machine_info) is a sibling script, not a package
 
-from doc_section import write_section  # noqa: E402
+from doc_section import load_note, write_section  # noqa: E402
 from retrieval_kit.io import atomic_write  # noqa: E402
 from run import machine_info  # noqa: E402
 
 RUN_PY = ROOT / "examples" / "landmark" / "run.py"
 QUICKSTART = ROOT / "examples" / "quickstart.py"
 COMMAND = "python benchmarks/landmark_report.py"
-TABLES = ("quickstart", "demo", "ablation")
+TABLES = ("quickstart", "demo", "ablation", "torchrun")
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, str]:
@@ -108,6 +111,80 @@ def run_demo(seed: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
     }
     (work / f"demo_seed{seed}.json").write_text(json.dumps(record), encoding="utf-8")
     return record
+
+
+#: The torchrun comparison's runs: (name, processes, threads per process). The 1-process rows
+#: differ from each other by float rounding only (the thread count changes the order of sums),
+#: which is the spread a multi-process run can be held to.
+TORCHRUN_RUNS = (("1 process x 2 threads", 1, 2), ("1 process x 1 thread", 1, 1),
+                 ("2 processes x 1 thread (torchrun)", 2, 1))  # fmt: skip
+
+
+def run_torchrun(seed: int, work: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    """The demo of ``seed`` on one process (2 and 1 threads) and under torchrun (2 x 1 thread).
+
+    The 1-process, 2-thread run is the demo table's run when ``work`` holds it.
+    """
+    rows = []
+    for name, procs, threads in TORCHRUN_RUNS:
+        out = work / f"demo_seed{seed}" if (procs, threads) == (1, 2) else (
+            work / f"demo_seed{seed}_p{procs}t{threads}")  # fmt: skip
+        record = work / f"{out.name}.json"
+        if record.is_file():  # this run's earlier invocation, or the demo table's run
+            data = json.loads(record.read_text(encoding="utf-8"))
+            metrics, seconds = data.get("index", data.get("metrics")), data["seconds"]
+        else:
+            launch = [sys.executable]
+            if procs > 1:
+                launch += ["-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={procs}"]  # fmt: skip
+            cmd = [*launch, str(RUN_PY), "demo", "--out", str(out), "--no-progress",
+                   "--set", f"seed={seed}", "--set", f"threads={threads}"]  # fmt: skip
+            seconds, _ = _run(
+                cmd, {**env, "OMP_NUM_THREADS": str(threads)}, work / f"{out.name}.log"
+            )
+            metrics = json.loads((out / "metrics.json").read_text())
+            data = {"seconds": seconds, "metrics": metrics}
+            record.write_text(json.dumps(data), encoding="utf-8")
+        rows.append({"name": name, "seconds": seconds, "metrics": metrics})
+    return rows
+
+
+def torchrun_table(rows: list[dict[str, Any]], seed: int) -> str:
+    """The torchrun run beside the 1-process runs, and the spread rounding alone gives."""
+    keys = (("gap", "GAP"), ("map_at_100", "mAP@100"), ("top1_accuracy", "top-1"))
+    lines = [
+        f"The demo, seed {seed}, trained on one process and under "
+        "`torchrun --standalone --nproc_per_node=2 examples/landmark/run.py demo --out DIR` "
+        "(each rank a share of every global batch, the head's BatchNorm over the global batch, "
+        "each image's crop seeded from (seed, epoch, row)):",
+        "",
+        "| run | GAP | mAP@100 | top-1 | wall s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        m, wall = r["metrics"], r["seconds"]
+        lines.append(
+            f"| {r['name']} | {m['gap']:.3f} | {m['map_at_100']:.3f} | {m['top1_accuracy']:.3f} "
+            f"| {'—' if wall is None else f'{wall:.0f}'} |"
+        )
+    one = [r["metrics"] for r in rows if not r["name"].startswith("2 ")]
+    two = [r["metrics"] for r in rows if r["name"].startswith("2 ")]
+    rounding = ", ".join(f"{label} {abs(one[0][k] - one[1][k]):.3f}" for k, label in keys)
+    lines += ["", f"- Rounding alone (1 process, 2 vs 1 threads): |difference| {rounding}."]
+    for m in two:
+        diffs = ", ".join(f"{label} {min(abs(m[k] - o[k]) for o in one):.3f}" for k, label in keys)
+        # Within: no farther from the nearer 1-process run than the two 1-process runs are
+        # from each other, metric by metric.
+        inside = all(
+            min(abs(m[k] - o[k]) for o in one) <= abs(one[0][k] - one[1][k]) + 1e-9 for k, _ in keys
+        )
+        lines.append(
+            f"- torchrun against the nearer 1-process run: |difference| {diffs}: "
+            + ("within" if inside else "outside")
+            + " the rounding spread above."
+        )
+    return "\n".join(lines)
 
 
 def collect_demo(seed: int, work: Path) -> dict[str, Any] | None:
@@ -303,10 +380,7 @@ def header(
     )
     if load is None:
         return text + "."
-    return (
-        f"{text}; load average at the start {' / '.join(f'{x:.1f}' for x in load)} (above the "
-        "CPU count: other jobs shared the machine and slowed these runs)."
-    )
+    return f"{text}; {load_note(load, info['cpus_usable'])}."
 
 
 GRIDS = ("most_confident_correct", "most_confident_incorrect")
@@ -375,11 +449,21 @@ def main(argv: list[str] | None = None) -> None:
             _write(a.out, "demo", head + "\n\n" + demo_tables(demos))
             _write(a.out, "ablation", head + "\n\n" + ablation_table(demos))
             copy_grids(work / f"demo_seed{a.seeds[0]}")
+        if "torchrun" in a.only:
+            started, load, t0 = _now(), os.getloadavg(), time.perf_counter()
+            print(f"[landmark_report] torchrun, seed {a.seeds[0]} ...", file=sys.stderr, flush=True)
+            rows = run_torchrun(a.seeds[0], work, env)
+            head = header(info, started, time.perf_counter() - t0, load)
+            _write(a.out, "torchrun", head + "\n\n" + torchrun_table(rows, a.seeds[0]))
 
 
 def _collect(a: argparse.Namespace, info: dict[str, Any]) -> None:
     """Write the tables from the finished runs in ``a.workdir``, naming the missing ones."""
     for name in a.only:
+        if name == "torchrun":
+            print("[landmark_report] torchrun: not collected (rerun with --only torchrun)",
+                  file=sys.stderr)  # fmt: skip
+            continue
         if name == "quickstart":
             keys = [(s, t) for s in a.seeds for t in a.threads]
             runs = [collect_quickstart(s, t, a.workdir) for s, t in keys]

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # doc_section and run.py are sibling scripts, not a package
 
-from doc_section import write_section  # noqa: E402
+from doc_section import load_note, write_section  # noqa: E402
 from run import machine_info  # noqa: E402
 
 RUN_PY = ROOT / "examples" / "landmark" / "run.py"
@@ -206,8 +206,7 @@ def header(info: dict[str, Any], started: str, seconds: float, load: tuple[float
     return (
         f"Generated {started} by `{COMMAND}` (these runs took {seconds / 60:.1f} min) on "
         f"{info['cpu']} ({info['cpus_usable']} usable CPUs), torch {info['versions']['torch']}; "
-        f"load average at the start {' / '.join(f'{x:.1f}' for x in load)} (above the CPU "
-        "count: other jobs shared the machine and the train times are pessimistic)."
+        f"{load_note(load, info['cpus_usable'])}."
     )
 
 

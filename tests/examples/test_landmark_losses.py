@@ -256,6 +256,38 @@ def test_demo_arcface_overlay_changes_only_training():
     cfgmod.check_components(arc)
 
 
+def test_set_loss_alone_takes_the_configs_loss_overrides():
+    # `--set train.loss=subcenter_arcface` on demo.yaml trains exactly as demo_arcface.yaml:
+    # the same resolved config, hence the same train stage (its hash is the config's).
+    demo = EXAMPLE / "configs" / "demo.yaml"
+    bare = cfgmod.load_config(demo, {"train.loss": "subcenter_arcface"})
+    arc = cfgmod.load_config(EXAMPLE / "configs" / "demo_arcface.yaml")
+    assert cfgmod.config_to_dict(bare) == cfgmod.config_to_dict(arc)
+    assert (bare.train.optimizer, bare.train.lr, bare.train.loss_lr_mult) == ("adam", 3e-4, 300.0)
+    # The table only applies to its loss; --set keys still win over it.
+    assert cfgmod.load_config(demo).train.optimizer == "sgd"
+    assert cfgmod.load_config(demo, {"train.loss": "MultiSimilarityLoss"}).train.lr == 0.003
+    mine = cfgmod.load_config(demo, {"train.loss": "arcface", "train.lr": 1e-3})
+    assert (mine.train.optimizer, mine.train.lr) == ("adam", 1e-3)
+
+
+def test_loss_overrides_merge_and_refuse_bad_tables(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "train:\n  loss: subcenter_arcface\n  lr: 0.01\n"
+        "  loss_kwargs: {scale: 64.0, sub_centers: 2}\n"
+        "  loss_overrides:\n    subcenter_arcface: {lr: 0.001, loss_kwargs: {scale: 30.0}}\n"
+    )
+    cfg = cfgmod.load_config(path)
+    assert cfg.train.lr == 0.001
+    assert cfg.train.loss_kwargs == {"scale": 30.0, "sub_centers": 2}  # merged key by key
+    assert "loss_overrides" not in cfgmod.config_to_dict(cfg)["train"]  # resolved, not kept
+    for table in ("[1, 2]", "{subcenter_arcface: 3}", "{subcenter_arcface: {loss: triplet}}"):
+        path.write_text(f"train:\n  loss: subcenter_arcface\n  loss_overrides: {table}\n")
+        with pytest.raises(cfgmod.ConfigError, match=r"c\.yaml: train\.loss_overrides"):
+            cfgmod.load_config(path)
+
+
 def test_progressive_image_size_per_epoch_and_on_resume(split_run, tmp_path, monkeypatch):
     train = {"epochs": 3, "sampler": "pk", "image_sizes": [[0, 32], [2, 40]]}
     sizes: list[int] = []
@@ -316,3 +348,19 @@ def test_validation_per_epoch_matches_the_evaluate_stage_and_leaves_training_alo
     plain = torch.load(tmp_path / "plain" / "train" / "model.pt", weights_only=True)["model"]
     for key, value in plain.items():
         torch.testing.assert_close(with_val[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "warned"), [(0.031, True), (0.099, True), (0.101, False), (0.77, False)]
+)
+def test_a_head_left_at_chance_is_reported(caplog, accuracy, warned):
+    # 30 classes: chance is 0.033; below 3x chance the head did not learn (the bare
+    # `--set train.loss=subcenter_arcface` demo ended at 0.031, the ArcFace overlay at 0.77).
+    history = [{"epoch": 1, "loss": 38.6, "accuracy": 0.02}, {"epoch": 2, "accuracy": accuracy}]
+    with caplog.at_level("WARNING"):
+        train_stage._warn_if_head_did_not_learn(history, 30)
+    assert ("about chance for 30 classes" in caplog.text) is warned
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # pair losses report no accuracy: nothing to say
+        train_stage._warn_if_head_did_not_learn([{"epoch": 1, "loss": 0.1}], 30)
+    assert caplog.text == ""

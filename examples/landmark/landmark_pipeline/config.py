@@ -576,7 +576,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     """Read a YAML config (``yaml.safe_load``) into a :class:`Config`.
 
     A file may start from another: ``base: demo.yaml`` (relative to the file) reads that one
-    first, then this file's keys replace its values (mappings merge key by key). Relative data
+    first, then this file's keys replace its values (mappings merge key by key).
+    ``train.loss_overrides`` maps a loss name to ``train`` keys that replace the file's when
+    ``train.loss`` (after the overrides) names that loss; ``overrides`` still win. Relative data
     paths are resolved against the folder of the file that sets them. An error caused by
     an override names it (``--set train.epochs=two: train.epochs: expected int ...``); one in the
     file names the file.
@@ -591,8 +593,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = _read_layers(path, ())
     items = list((overrides or {}).items())
+    data = _apply_loss_overrides(path, _read_layers(path, ()), items)
     try:
         config = config_from_dict(_with_overrides(data, items))
     except ConfigError as e:
@@ -682,6 +684,35 @@ def format_override(key: str, value: Any) -> str:
     """
     text = value if isinstance(value, str) else json.dumps(value)
     return f"--set {key}={text}"
+
+
+def _apply_loss_overrides(
+    path: Path, data: dict[str, Any], items: list[tuple[str, Any]]
+) -> dict[str, Any]:
+    """``data`` with ``train.loss_overrides[<the loss>]`` merged into ``train``, the table gone.
+
+    A loss's training needs can differ from the file's recipe (a fresh ArcFace head needs its own
+    rates): the table keeps them beside it, so ``--set train.loss=NAME`` alone trains NAME well.
+    The loss is the overrides' ``train.loss`` when they set it; their other keys are applied
+    later and win over the table's.
+    """
+    train = data.get("train")
+    if not isinstance(train, dict) or "loss_overrides" not in train:
+        return data
+    data = copy.deepcopy(data)
+    train = data["train"]
+    table = train.pop("loss_overrides") or {}
+    key = f"{path}: train.loss_overrides"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{key}: expected a mapping of loss name -> train keys, got {table!r}")
+    loss = dict(items).get("train.loss", train.get("loss", TrainConfig.loss))
+    block = table.get(loss)
+    if block is None:
+        return data
+    if not isinstance(block, dict) or "loss" in block:
+        raise ConfigError(f"{key}.{loss}: expected a mapping of train keys but loss, got {block!r}")
+    data["train"] = _merge(train, block)
+    return data
 
 
 def _with_overrides(data: dict[str, Any], items: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -692,6 +692,7 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             step_log.write()
             _plot_history(history, out_dir / "loss.png")
         dist.barrier()
+    _warn_if_head_did_not_learn(history, len(np.unique(labels)))
 
     outputs: list[Path] = []
     if main:
@@ -713,6 +714,25 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
         "non_landmarks": 0 if pool is None else len(pool.paths),
     }
     return outputs, summary
+
+
+def _warn_if_head_did_not_learn(history: list[dict[str, Any]], num_classes: int) -> None:
+    """Warn when a classification loss's training accuracy ended near chance.
+
+    A fresh ArcFace head under the triplet recipe's optimizer (the demo's SGD at 3e-3) stays at
+    chance while its gradient wrecks the pretrained trunk: say so instead of a silent bad model.
+    """
+    accuracy = history[-1].get("accuracy") if history else None
+    if accuracy is None or accuracy >= 3.0 / max(num_classes, 1):
+        return
+    logger.warning(
+        "training accuracy of the last epoch is %.3f, about chance for %d classes: the loss's "
+        "head did not learn and the trained model may be worse than the pretrained one. A fresh "
+        "classification head needs its own rates (configs/demo_arcface.yaml: Adam 3e-4, "
+        "train.loss_lr_mult 300)",
+        accuracy,
+        num_classes,
+    )
 
 
 def _state(parts: TrainingParts, sampler: Any) -> dict[str, Any]:
