@@ -66,6 +66,7 @@ DEFAULT_SETTINGS = [
     "long_side:160",
     "long_side:224",
     "long_side:112:multi",
+    "long_side:224:multi",
     "long_side:default",
 ]
 

@@ -49,13 +49,18 @@ def machine_line() -> str:
 
     cpu = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    loads = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load = " / ".join(f"{x:.1f}" for x in loads) if loads else "n/a"
     date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    shared = (
+        "The machine was shared with other jobs: absolute times are pessimistic; ratios"
+        if loads and loads[0] > usable
+        else "Ratios"
+    )
     return (
         f"Measured {date} on {cpu} ({usable} usable CPUs), Python {platform.python_version()}, "
-        f"numpy {numpy.__version__}; load average (1 / 5 / 15 min) at the end: {load}. The "
-        "machine was shared with other jobs: absolute times are pessimistic; ratios measured "
-        "side by side in the same run are the figures to read."
+        f"numpy {numpy.__version__}; load average (1 / 5 / 15 min) at the end: {load}. "
+        f"{shared} measured side by side in the same run are the figures to read."
     )
 
 
