@@ -11,16 +11,21 @@ own seeds, as ``benchmarks/landmark_report.py`` does):
 * ``subspace_triplet``: the same with ``train.loss=subspace_triplet`` (one embedding chunk per
   cluster of classes);
 * ``subcenter_arcface``: ``--config configs/demo_arcface.yaml``, sub-center ArcFace with dynamic
-  margins (Ha et al. 2020);
+  margins (Ha et al. 2020), the head started at the class means (``train.head_init``);
+* ``subcenter_arcface_random_head``: the same with the loss's random head, at the head rate it
+  needed (x300: the recipe before ``head_init``), to show what the start is worth;
 * ``arcface_triplet``: that recipe with ``train.loss=combined``: the same ArcFace head plus a
-  batch-hard triplet term, weight 1 each.
+  batch-hard triplet term, weight 1 each;
+* ``multi_similarity``: pytorch-metric-learning's ``MultiSimilarityLoss`` and
+  ``MultiSimilarityMiner`` by name (``--set train.loss=... --set train.miner=...``), its default
+  arguments, the triplet demo's optimizer and batches: any PML loss trains with no code change.
 
 The data, clean and split stages run once into ``WORKDIR/shared`` and every run starts from a
 copy of them (``data.root`` points at the shared images), so only train and the later stages are
 redone. It writes the table between the ``<!-- loss_ablation.demo:begin -->`` and
 ``<!-- loss_ablation.demo:end -->`` markers of ``--out`` (``benchmarks/doc_section.py``) with the
 machine, the date, the load, the commands and the run-to-run spread; never edit it by hand.
-Twelve demo runs: about an hour on a quiet 2-core CPU, longer when the cores are shared.
+Eighteen demo runs: about half an hour on a quiet 2-core CPU, longer when the cores are shared.
 """
 
 from __future__ import annotations
@@ -77,6 +82,18 @@ VARIANTS = {
             ("--config", "configs/demo_arcface.yaml"),
         ),
         Variant(
+            "subcenter_arcface_random_head",
+            "sub-center ArcFace, random head (x300)",
+            (
+                "--config",
+                "configs/demo_arcface.yaml",
+                "--set",
+                "train.head_init=random",
+                "--set",
+                "train.loss_lr_mult=300",
+            ),
+        ),  # fmt: skip
+        Variant(
             "arcface_triplet",
             "sub-center ArcFace + triplet",
             (
@@ -88,6 +105,16 @@ VARIANTS = {
                 _COMBINED,
             ),
         ),  # fmt: skip
+        Variant(
+            "multi_similarity",
+            "PML MultiSimilarityLoss + MultiSimilarityMiner",
+            (
+                "--set",
+                "train.loss=MultiSimilarityLoss",
+                "--set",
+                "train.miner=MultiSimilarityMiner",
+            ),
+        ),
     )
 }
 

@@ -103,8 +103,11 @@ def test_multi_similarity_loss_and_miner_by_name(split_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_arcface_resume_restores_the_head(split_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("head_init", ["random", "class_means"])
+def test_arcface_resume_restores_the_head(split_run, tmp_path, monkeypatch, head_init):
+    # With class_means the resumed run must take the head from the checkpoint, not imprint anew.
     train = {**ARCFACE, "epochs": 2, "sampler": "pk", "max_batches_per_epoch": 2}
+    train["head_init"] = head_init
     train["deterministic"] = True
     _train(split_run, tmp_path / "whole", **train)
     whole = torch.load(tmp_path / "whole" / "train" / "checkpoints" / "last.pt", weights_only=True)
@@ -132,6 +135,44 @@ def test_arcface_resume_restores_the_head(split_run, tmp_path, monkeypatch):
     torch.testing.assert_close(resumed["loss"]["W"], whole["loss"]["W"], rtol=0, atol=0)
     for key, value in whole["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_class_means_head_starts_at_the_class_means(split_run, tmp_path, monkeypatch):
+    # What the first optimizer step sees: every class's sub-centres at its mean embedding (a
+    # random head's sub-centres are unrelated), and a head BatchNorm fitted to the training
+    # crops (at init: mean 0, variance 1).
+    train = {**ARCFACE, "head_init": "class_means", "sampler": "pk", "max_batches_per_epoch": 1}
+    seen = {}
+    real = rk.train.train_one_epoch
+
+    def capture(model, loader, loss_fn, *args, **kwargs):
+        seen["W"] = loss_fn.W.detach().clone()
+        seen["bn"] = {k: v.clone() for k, v in model.head[1].state_dict().items()}
+        seen["model"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return real(model, loader, loss_fn, *args, **kwargs)
+
+    monkeypatch.setattr(rk.train, "train_one_epoch", capture)
+    _train(split_run, tmp_path, **train)
+    w = torch.nn.functional.normalize(seen["W"].t(), dim=1).reshape(-1, 3, 32)
+    same_class = torch.einsum("ckd,cjd->ckj", w, w)
+    assert same_class.min() > 0.99  # sub-centres of one class: the mean plus a little jitter
+    assert seen["bn"]["running_var"].sub(1).abs().max() > 1e-3
+    assert seen["bn"]["running_mean"].abs().max() > 1e-3
+
+    # The class means, by hand: the model at that point, the images as embedded for it.
+    model = train_stage.build_model(pipeline.tiny_config(train=train))
+    model.load_state_dict(seen["model"])
+    model.normalize = True
+    rows = [r for r in read_table(tmp_path / "split" / "images.csv") if r.role == "train"]
+    emb, _ = rk.embed.extract_embeddings(
+        model, [r.path for r in rows], image_size=pipeline.tiny_config().model.image_size
+    )
+    labels = _train_labels(tmp_path)
+    targets = np.unique(labels, return_inverse=True)[1]
+    for c in range(len(np.unique(labels))):
+        mean = torch.nn.functional.normalize(torch.as_tensor(emb[targets == c].sum(0)), dim=0)
+        assert float(w[c, 0] @ mean) > 0.99, c
 
 
 def test_unknown_loss_is_one_error_line_naming_the_key(tmp_path, capsys):
@@ -263,7 +304,7 @@ def test_set_loss_alone_takes_the_configs_loss_overrides():
     bare = cfgmod.load_config(demo, {"train.loss": "subcenter_arcface"})
     arc = cfgmod.load_config(EXAMPLE / "configs" / "demo_arcface.yaml")
     assert cfgmod.config_to_dict(bare) == cfgmod.config_to_dict(arc)
-    assert (bare.train.optimizer, bare.train.lr, bare.train.loss_lr_mult) == ("adam", 3e-4, 300.0)
+    assert (bare.train.optimizer, bare.train.lr, bare.train.loss_lr_mult) == ("adam", 3e-4, 30.0)
     # The table only applies to its loss; --set keys still win over it.
     assert cfgmod.load_config(demo).train.optimizer == "sgd"
     assert cfgmod.load_config(demo, {"train.loss": "MultiSimilarityLoss"}).train.lr == 0.003

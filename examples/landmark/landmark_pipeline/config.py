@@ -140,6 +140,10 @@ class TrainConfig:
     dynamic_margin_lambda: float = 0.25
     #: learning rate of the loss's own parameters (an ArcFace head) = lr x this.
     loss_lr_mult: float = 1.0
+    #: the ArcFace family's class weights at the start: ``random`` (the loss's own
+    #: initialisation) or ``class_means`` (each class's mean embedding under the initial model,
+    #: ``rk.losses.imprint_weights``; Qi et al. 2018): the head classifies from the first step.
+    head_init: Literal["random", "class_means"] = "random"
     #: ``constant`` (the reproduced pipeline) or ``warmup_cosine``: linear warm-up over
     #: ``warmup_steps`` optimizer steps, then cosine decay to 0 at the last step.
     schedule: Literal["constant", "warmup_cosine"] = "constant"
@@ -483,6 +487,11 @@ def _check_train(tc: TrainConfig) -> None:
         raise ConfigError(
             f"train.dynamic_margins: needs train.loss subcenter_arcface or arcface, or a combined "
             f"loss with one of them (margins in radians, one per class), got {tc.loss!r}"
+        )
+    if tc.head_init == "class_means" and not set(_loss_names(tc)) & set(ARCFACE_LOSSES):
+        raise ConfigError(
+            f"train.head_init: class_means needs a loss with class weights (subcenter_arcface "
+            f"or arcface, or a combined loss with one), got {tc.loss!r}"
         )
     starts = [item[0] for item in tc.image_sizes if len(item) == 2]
     if (

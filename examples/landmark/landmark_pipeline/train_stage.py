@@ -93,19 +93,13 @@ def _distance(config: Config) -> LpDistance:
 
 
 @torch.no_grad()
-def class_clusters(
-    model: torch.nn.Module,
-    paths: list[str],
-    labels: np.ndarray,
-    num_clusters: int,
-    ctx: Context,
-    image_size: int,
-    seed: int,
-) -> dict[int, int]:
-    """Cluster the classes by the centre of their images' embeddings under ``model``.
+def embed_on_main(
+    model: torch.nn.Module, paths: list[str], ctx: Context, image_size: int
+) -> tuple[np.ndarray, list] | None:
+    """``model``'s embeddings of ``paths`` and the failed rows, on the main process (else None).
 
-    Under torchrun each rank embeds its share of the images into a shard file; rank 0 merges the
-    shards, clusters, and sends the mapping to every rank, so all ranks build the same batches.
+    Under torchrun each rank embeds its share of the images into a shard file and rank 0 merges
+    the shards; every rank must call it.
     """
     dist = rk.train.distributed
     world_size = dist.get_world_size()
@@ -117,22 +111,87 @@ def class_clusters(
         on_error="skip",
         progress=ctx.progress,
     )
-    mapping = None
     if world_size == 1:
-        emb, failed = rk.embed.extract_embeddings(model, paths, **kwargs)
-        mapping = _cluster(emb, failed, labels, num_clusters, seed)
-    else:
-        tmp = ctx.out / "train" / "cluster_embeddings.npy"
-        rk.embed.extract_embeddings(model, paths, out=tmp, overwrite=True, **kwargs)
-        dist.barrier()  # every shard is written
-        if dist.is_main_process():
-            emb, failed = rk.embed.merge_shards(tmp, world_size, remove_shards=True, overwrite=True)
-            mapping = _cluster(emb, failed, labels, num_clusters, seed)
-            del emb
-            tmp.unlink()
-            rk.embed.meta_path(tmp).unlink()
+        return rk.embed.extract_embeddings(model, paths, **kwargs)
+    tmp = ctx.out / "train" / "train_embeddings.npy"
+    rk.embed.extract_embeddings(model, paths, out=tmp, overwrite=True, **kwargs)
+    dist.barrier()  # every shard is written
+    result = None
+    if dist.is_main_process():
+        emb, failed = rk.embed.merge_shards(tmp, world_size, remove_shards=True, overwrite=True)
+        result = (np.array(emb), failed)  # a copy: the memory-mapped file goes next
+        del emb
+        tmp.unlink()
+        rk.embed.meta_path(tmp).unlink()
+    dist.barrier()  # no rank reuses the file name before it is gone
+    return result
+
+
+def class_clusters(
+    model: torch.nn.Module,
+    paths: list[str],
+    labels: np.ndarray,
+    num_clusters: int,
+    ctx: Context,
+    image_size: int,
+    seed: int,
+) -> dict[int, int]:
+    """Cluster the classes by the centre of their images' embeddings under ``model``.
+
+    Rank 0 clusters and sends the mapping to every rank, so all ranks build the same batches.
+    """
+    embedded = embed_on_main(model, paths, ctx, image_size)
+    mapping = None if embedded is None else _cluster(*embedded, labels, num_clusters, seed)
+    if rk.train.distributed.get_world_size() > 1:
         mapping = _broadcast(mapping)
     return mapping
+
+
+def imprint_head(parts: TrainingParts, paths: list[str], labels: np.ndarray, ctx: Context) -> None:
+    """``train.head_init: class_means``: the loss's class weights start at the class means.
+
+    First the embedding head's BatchNorm gets the statistics of the training crops (at init it
+    is the identity in eval mode but centres every training batch, so eval-mode embeddings
+    would not be the ones the loss sees); then the means of the model's normalised embeddings
+    at the training size become the class weights (rank 0's, sent to every rank). The global
+    random stream is left where it was: the crops and batches are those of a random head's run.
+    """
+    cfg, model = ctx.config, parts.model
+    dist = rk.train.distributed
+    rank, world = dist.get_rank(), dist.get_world_size()
+    targets = np.unique(labels, return_inverse=True)[1]  # the class indices the loss sees
+    with torch.random.fork_rng():
+        head = getattr(model, "head", None)
+        if head is not None:
+            shard = torch.utils.data.Subset(parts.dataset, range(rank, len(parts.dataset), world))
+            loader = torch.utils.data.DataLoader(
+                shard, batch_size=cfg.embed.batch_size, num_workers=cfg.train.num_workers
+            )
+            rk.train.recalibrate_batchnorm(model, loader, modules=head, device=ctx.device)
+        was_normalized = model.normalize
+        model.normalize = True
+        embedded = embed_on_main(model, paths, ctx, cfg.model.image_size)
+        model.normalize = was_normalized
+    if embedded is not None:
+        emb, failed = embedded
+        keep = np.ones(len(paths), bool)
+        keep[[row for row, _, _ in failed]] = False
+        emb, y = np.asarray(emb[keep], np.float32), targets[keep]
+        n = rk.losses.imprint_weights(parts.loss_fn, emb, y, seed=cfg.seed)
+        # How well the class means alone classify the training images: the head's start.
+        means = np.zeros((y.max() + 1, emb.shape[1]), np.float32)
+        np.add.at(means, y, emb)
+        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        accuracy = float(np.mean(np.argmax(emb @ means.T, axis=1) == y))
+        logger.info(
+            "head imprinted: %d classes start at their mean embedding (nearest-mean training "
+            "accuracy %.3f)",
+            n,
+            accuracy,
+        )
+    if world > 1:
+        for p in parts.loss_fn.parameters():
+            torch.distributed.broadcast(p.data, src=0)
 
 
 def _cluster(
@@ -604,6 +663,8 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     parts = build_training(
         cfg, paths, labels, device=device, distributed=distributed, find_clusters=find_clusters
     )
+    if tc.head_init == "class_means" and resume is None:  # a resumed run restores the head
+        imprint_head(parts, paths, labels, ctx)
     pool = non_landmark_pool(ctx, paths, labels)
     if pool is not None:
         add_non_landmarks(parts, pool, cfg)

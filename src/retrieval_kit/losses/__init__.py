@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from retrieval_kit.losses.combined_loss import CombinedLoss
 from retrieval_kit.losses.dynamic_margins import dynamic_margins
+from retrieval_kit.losses.imprint import imprint_weights
 from retrieval_kit.losses.registry import create_loss, list_losses, register_loss
 from retrieval_kit.losses.subcenter_arcface_loss import SubCenterArcFaceLoss
 from retrieval_kit.losses.subspace_triplet_loss import SubspaceTripletLoss
@@ -21,6 +22,7 @@ __all__ = [
     "TripletLoss",
     "create_loss",
     "dynamic_margins",
+    "imprint_weights",
     "list_losses",
     "register_loss",
 ]

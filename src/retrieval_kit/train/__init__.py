@@ -13,6 +13,7 @@ from retrieval_kit.train.checkpoint import latest_checkpoint, load_checkpoint, s
 from retrieval_kit.train.global_batch_norm import GlobalBatchNorm
 from retrieval_kit.train.loop import train_one_epoch
 from retrieval_kit.train.optimizer import build_optimizer, param_groups
+from retrieval_kit.train.recalibrate import recalibrate_batchnorm
 from retrieval_kit.train.schedule import warmup_cosine_factor, warmup_cosine_schedule
 from retrieval_kit.train.seed import seed_everything
 
@@ -23,6 +24,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "param_groups",
+    "recalibrate_batchnorm",
     "save_checkpoint",
     "seed_everything",
     "train_one_epoch",
