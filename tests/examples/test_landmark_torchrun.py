@@ -175,3 +175,35 @@ def test_torchrun_demo_matches_one_process(tmp_path):
     assert abs(m2["gap"] - m1["gap"]) <= GAP_TOLERANCE, (m1, m2)
     for m in (m1, m2):
         assert all(0 <= m[k] <= 1 for k in ("gap", "top1_accuracy", "map_at_100"))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_torchrun_imprinted_arcface_head_is_the_one_process_head(tmp_path):
+    # train.head_init: class_means under torchrun: each rank embeds and recalibrates its shard,
+    # rank 0 imprints and sends the head. After one (SGD, so smooth in the gradient) step on the
+    # same global batch, head and model are the one-process ones to float32 rounding.
+    one, two = tmp_path / "one", tmp_path / "two"
+    sets = [*_sets(), "--set", "train.loss=subcenter_arcface", "--set", "train.optimizer=sgd",
+            "--set", "train.epochs=1", "--set", "train.max_batches_per_epoch=1",
+            "--set", "train.recluster_every=0"]  # fmt: skip
+    base = [str(RUN)]
+    for stage in ("prepare", "clean", "split", "train"):
+        config = ["--config", "configs/demo.yaml"] if stage == "prepare" else []
+        _run(
+            [sys.executable, *base, stage, *config, "--out", str(one), "--no-progress", *sets], ROOT
+        )
+    for stage in ("prepare", "clean", "split"):
+        shutil.copytree(one / stage, two / stage)
+        (two / "stages").mkdir(exist_ok=True)
+        shutil.copy(one / "stages" / f"{stage}.done.json", two / "stages")
+    shutil.copy(one / "config.yaml", two / "config.yaml")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    _run([*torchrun, *base, "train", "--out", str(two), "--no-progress", *sets], ROOT)
+    assert not [f for f in _files(two) if "rank000" in f or "train_embeddings" in f]
+    last = Path("train", "checkpoints", "last.pt")
+    a, b = (torch.load(out / last, weights_only=True) for out in (one, two))
+    assert a["optimizer"]["param_groups"][0].get("momentum") is not None  # SGD, as asked
+    torch.testing.assert_close(b["loss"]["W"], a["loss"]["W"], rtol=1e-4, atol=1e-5)
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -90,6 +90,8 @@ def test_bad_input_is_named():
         rk.train.recalibrate_batchnorm(model, batches(), modules=nn.Linear(2, 2))
     with pytest.raises(ValueError, match="saw no input"):
         rk.train.recalibrate_batchnorm(model, [], modules=model[1])
+    with pytest.raises(ValueError, match="1 row"):
+        rk.train.recalibrate_batchnorm(model, [torch.randn(1, 3, 6, 6)], modules=model[1])
 
 
 @pytest.mark.slow

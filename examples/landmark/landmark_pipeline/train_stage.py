@@ -702,8 +702,9 @@ def stage_train(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             logger.info("epoch %d: re-clustering the classes with the current model", epoch)
             model.normalize = True
             if distributed:
-                # Each rank's BatchNorm statistics moved with its own last batch since DDP synced
-                # them: every shard must be embedded by the same model, rank 0's.
+                # Every shard must be embedded by the same model. GlobalBatchNorm keeps the ranks'
+                # BatchNorm statistics equal; rank 0's buffers are sent anyway, so that a buffer
+                # no all-reduce covers (a custom module's) cannot split the clustering.
                 for buf in model.buffers():
                     torch.distributed.broadcast(buf, src=0)
             parts.clusters = class_clusters(
@@ -788,9 +789,9 @@ def _warn_if_head_did_not_learn(history: list[dict[str, Any]], num_classes: int)
         return
     logger.warning(
         "training accuracy of the last epoch is %.3f, about chance for %d classes: the loss's "
-        "head did not learn and the trained model may be worse than the pretrained one. A fresh "
-        "classification head needs its own rates (configs/demo_arcface.yaml: Adam 3e-4, "
-        "train.loss_lr_mult 300)",
+        "head did not learn and the trained model may be worse than the pretrained one. Start "
+        "the head at the class means (train.head_init: class_means) and give it its own rate "
+        "(configs/demo_arcface.yaml: Adam 3e-4, train.loss_lr_mult 30)",
         accuracy,
         num_classes,
     )

@@ -48,12 +48,15 @@ def recalibrate_batchnorm(
     mode before training (to imprint an ArcFace head, to cluster classes) then live in another
     space than the ones the loss sees. One pass over the training images fixes that.
 
-    Like ``torch.optim.swa_utils.update_bn`` the chosen BatchNorms run in training mode during the
-    pass (later layers see batch-normalised inputs); unlike it, only those modules change (the
-    rest of ``model`` stays in eval mode: a pretrained trunk keeps its statistics), and the
-    result is the exact mean and unbiased variance over all rows (summed across ranks under
-    torch.distributed, each rank feeding its own shard), not an average of per-batch estimates.
-    The model's training mode is restored afterwards.
+    The whole model runs in eval mode during the pass and a hook records each chosen
+    BatchNorm's input, so nothing else changes (a pretrained trunk keeps its statistics, no
+    collective runs: ranks may feed different numbers of batches), and the result is the exact
+    mean and unbiased variance over all rows (summed across ranks under torch.distributed, each
+    rank feeding its own shard), not ``torch.optim.swa_utils.update_bn``'s average of per-batch
+    estimates. Exact for BatchNorms that do not feed one another (a head's); where one chosen
+    BatchNorm feeds another, the later one sees inputs normalised with the earlier one's old
+    statistics: recalibrate them one at a time, front to back, or use ``update_bn``. The
+    model's training mode is restored afterwards.
 
     Args:
         model: the network; called on each batch's images.
@@ -99,13 +102,9 @@ def recalibrate_batchnorm(
         total[2] += x.numel() // x.shape[1]
 
     was_training = model.training
-    tracked = {id(m): m.num_batches_tracked for m in targets if m.num_batches_tracked is not None}
-    tracked = {k: v.clone() for k, v in tracked.items()}
     handles = [m.register_forward_pre_hook(hook) for m in targets]
     try:
         model.eval()
-        for m in targets:
-            m.train()
         for batch in progress_bar(loader, enabled=progress, desc="recalibrate BatchNorm"):
             model(_images(batch).to(device, non_blocking=True))
     finally:
@@ -116,8 +115,6 @@ def recalibrate_batchnorm(
         all_reduce = is_distributed()
     rows = 0
     for m in targets:
-        if id(m) in tracked:  # the pass's own updates are replaced below: leave no trace
-            m.num_batches_tracked.copy_(tracked[id(m)])
         if id(m) not in sums:
             raise ValueError(f"{type(m).__name__} saw no input: is it used by model's forward?")
         s, sq, n = sums[id(m)]
