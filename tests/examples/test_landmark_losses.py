@@ -175,6 +175,23 @@ def test_class_means_head_starts_at_the_class_means(split_run, tmp_path, monkeyp
         assert float(w[c, 0] @ mean) > 0.99, c
 
 
+@pytest.mark.parametrize(
+    ("loss", "ok"),
+    [("subcenter_arcface", True), ("ArcFaceLoss", True), ("CosFaceLoss", True),
+     ("triplet", False), ("MultiSimilarityLoss", False), ("ProxyAnchorLoss", False)],
+)  # fmt: skip
+def test_head_init_needs_a_loss_with_class_weights(loss, ok):
+    config = cfgmod.config_from_dict({"train": {"loss": loss, "head_init": "class_means"}})
+    if ok:
+        cfgmod.check_components(config)
+    else:
+        with pytest.raises(cfgmod.ConfigError, match="train.head_init: class_means needs"):
+            cfgmod.check_components(config)
+    parts = {"a": {"name": "triplet"}, "b": {"name": "arcface"}}
+    combined = {"loss": "combined", "loss_kwargs": {"losses": parts}, "head_init": "class_means"}
+    cfgmod.check_components(cfgmod.config_from_dict({"train": combined}))
+
+
 def test_unknown_loss_is_one_error_line_naming_the_key(tmp_path, capsys):
     run = _load("landmark_run_cli_losses", EXAMPLE / "run.py")
     out = tmp_path / "o"

@@ -140,9 +140,10 @@ class TrainConfig:
     dynamic_margin_lambda: float = 0.25
     #: learning rate of the loss's own parameters (an ArcFace head) = lr x this.
     loss_lr_mult: float = 1.0
-    #: the ArcFace family's class weights at the start: ``random`` (the loss's own
+    #: a classification loss's class weights at the start: ``random`` (the loss's own
     #: initialisation) or ``class_means`` (each class's mean embedding under the initial model,
     #: ``rk.losses.imprint_weights``; Qi et al. 2018): the head classifies from the first step.
+    #: Any loss with a class weight ``W``: the ArcFace family, PML's ``CosFaceLoss`` ...
     head_init: Literal["random", "class_means"] = "random"
     #: ``constant`` (the reproduced pipeline) or ``warmup_cosine``: linear warm-up over
     #: ``warmup_steps`` optimizer steps, then cosine decay to 0 at the last step.
@@ -488,11 +489,6 @@ def _check_train(tc: TrainConfig) -> None:
             f"train.dynamic_margins: needs train.loss subcenter_arcface or arcface, or a combined "
             f"loss with one of them (margins in radians, one per class), got {tc.loss!r}"
         )
-    if tc.head_init == "class_means" and not set(_loss_names(tc)) & set(ARCFACE_LOSSES):
-        raise ConfigError(
-            f"train.head_init: class_means needs a loss with class weights (subcenter_arcface "
-            f"or arcface, or a combined loss with one), got {tc.loss!r}"
-        )
     starts = [item[0] for item in tc.image_sizes if len(item) == 2]
     if (
         len(starts) != len(tc.image_sizes)
@@ -579,6 +575,25 @@ def check_components(config: Config) -> None:
                 create(name)
             except KeyError as e:  # the registry's message, with close names
                 raise ConfigError(f"{key}: {e}") from None
+    if tc.head_init == "class_means" and not any(map(_has_class_weights, _loss_names(tc))):
+        raise ConfigError(
+            f"train.head_init: class_means needs a loss with class weights W (subcenter_arcface, "
+            f"arcface, PML's ArcFaceLoss / CosFaceLoss ..., or a combined loss with one), got "
+            f"{tc.loss!r}"
+        )
+
+
+def _has_class_weights(name: str) -> bool:
+    """Whether loss ``name`` holds a class weight ``W``, as ``rk.losses.imprint_weights`` needs."""
+    import retrieval_kit as rk
+
+    if name in ARCFACE_LOSSES:
+        return True
+    try:  # a tiny instance tells: PML's classification losses take these two sizes
+        loss = rk.losses.create_loss(name, num_classes=2, embedding_size=2)
+    except Exception:  # noqa: BLE001 - any loss that cannot be built so has no such head
+        return False
+    return hasattr(loss, "W") and hasattr(loss, "num_classes")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
