@@ -53,8 +53,9 @@ def test_head_statistics_are_the_exact_moments_and_the_trunk_is_untouched():
 def test_batchnorm2d_moments_and_training_mode_restored():
     model = trunk_and_head()
     model.train()
-    data = [b[0] for b in batches(2)]  # plain tensors
-    rk.train.recalibrate_batchnorm(model, data, modules=[model[0][1]])
+    data = [b[0] for b in batches(2)]
+    dicts = [{"image": data[0]}, {"images": data[1]}]  # the batch forms train_one_epoch takes
+    rk.train.recalibrate_batchnorm(model, dicts, modules=[model[0][1]])
     assert model.training and model[0][1].training
     with torch.no_grad():
         x = torch.cat([model[0][0](b) for b in data]).double()
@@ -90,6 +91,8 @@ def test_bad_input_is_named():
         rk.train.recalibrate_batchnorm(model, batches(), modules=nn.Linear(2, 2))
     with pytest.raises(ValueError, match="saw no input"):
         rk.train.recalibrate_batchnorm(model, [], modules=model[1])
+    with pytest.raises(KeyError, match="one of the keys"):
+        rk.train.recalibrate_batchnorm(model, [{"x": torch.randn(4, 3, 6, 6)}], modules=model[1])
     with pytest.raises(ValueError, match="1 row"):
         rk.train.recalibrate_batchnorm(model, [torch.randn(1, 3, 6, 6)], modules=model[1])
 

@@ -12,6 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from retrieval_kit._progress import progress_bar
 from retrieval_kit.train.distributed import is_distributed
+from retrieval_kit.train.loop import _IMAGE_KEYS
 
 __all__ = ["recalibrate_batchnorm"]
 
@@ -22,10 +23,10 @@ def _images(batch: Any) -> torch.Tensor:
     if isinstance(batch, torch.Tensor):
         return batch
     if isinstance(batch, Mapping):
-        for key in ("image", "images"):
+        for key in _IMAGE_KEYS:  # the same batches as train_one_epoch takes
             if key in batch:
                 return batch[key]
-        raise KeyError(f"a dict batch needs an 'image' or 'images' key, got {sorted(batch)}")
+        raise KeyError(f"a dict batch needs one of the keys {_IMAGE_KEYS}, got {sorted(batch)}")
     if isinstance(batch, (tuple, list)) and batch:
         return batch[0]
     raise TypeError(f"expected a tensor, (images, ...) or a dict batch, got {type(batch).__name__}")
