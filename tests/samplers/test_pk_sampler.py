@@ -77,6 +77,21 @@ def test_resume_mid_epoch_gives_identical_remaining_batches():
     assert list(resumed) == list(sampler)
 
 
+def test_a_new_epoch_starts_its_count_at_zero():
+    # A checkpoint taken after set_epoch(e + 1), before any batch of it, must resume at batch 0
+    # of that epoch, not skip as many batches as the previous epoch had.
+    labels = _labels(1, n_classes=40)
+    sampler = PKSampler(labels, 3, 4, seed=5)
+    list(sampler)
+    assert sampler.state_dict()["batches_yielded"] == len(sampler)
+    sampler.set_epoch(1)
+    state = sampler.state_dict()
+    assert (state["epoch"], state["batches_yielded"]) == (1, 0)
+    resumed = PKSampler(labels, 3, 4, seed=5)
+    resumed.load_state_dict(state)
+    assert list(resumed) == list(sampler)
+
+
 def test_state_dict_override_and_validation():
     labels = _labels()
     sampler = PKSampler(labels, 4, 3)

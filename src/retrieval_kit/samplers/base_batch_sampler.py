@@ -13,6 +13,39 @@ from retrieval_kit._checks import non_negative_int, positive_int
 from retrieval_kit.train.distributed import resolve_rank
 
 
+class ResumePoint:
+    """Where an epoch's next iteration starts, and how many batches the epoch has yielded.
+
+    The exact-resume rule of the batch samplers, in one place: ``load_state_dict`` sets a point
+    with :meth:`resume_at`; the next iteration of that epoch skips the batches before it; the
+    point is used once (a second pass over the same epoch starts afresh: the seed pipeline's
+    counter was never reset); ``yielded`` counts the batches handed out, for ``state_dict``.
+    """
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None
+        self.offset = 0
+        self.yielded = 0
+
+    def resume_at(self, epoch: int, offset: int) -> None:
+        """The next iteration of ``epoch`` starts at batch ``offset``."""
+        self.epoch, self.offset, self.yielded = epoch, offset, offset
+
+    def iterate(self, epoch: int, batches: Sequence[list[int]]) -> Iterator[list[int]]:
+        """``batches`` of ``epoch`` from the resume point (if it is for this epoch), counted."""
+        start = self.offset if self.epoch == epoch else 0
+        self.epoch, self.offset = None, 0
+        self.yielded = start
+        for batch in batches[start:]:
+            self.yielded += 1
+            yield batch
+
+    def new_epoch(self, old: int, new: int) -> None:
+        """``set_epoch``: moving to another epoch restarts the count."""
+        if new != old:
+            self.yielded = 0
+
+
 class BaseBatchSampler(Sampler[list[int]]):
     """Base of the batch samplers: labels -> classes, epochs, resuming and rank sharding.
 
@@ -74,9 +107,7 @@ class BaseBatchSampler(Sampler[list[int]]):
         self._class_of_row = class_of.ravel()
         self.num_samples = len(labels)
         self.epoch = 0
-        self._resume_epoch: int | None = None
-        self._resume_offset = 0
-        self._yielded = 0
+        self._resume = ResumePoint()
 
     # -- to fill in -------------------------------------------------------------------------
     def _epoch_batches(self, rng: np.random.Generator) -> list[list[int]]:
@@ -165,17 +196,7 @@ class BaseBatchSampler(Sampler[list[int]]):
         return batch[rank * size : (rank + 1) * size]
 
     def __iter__(self) -> Iterator[list[int]]:
-        start = 0
-        if self._resume_epoch == self.epoch:
-            start = self._resume_offset
-        # The resume point is used once; a second pass over the same epoch starts afresh
-        # (the seed pipeline's counter was never reset).
-        self._resume_epoch, self._resume_offset = None, 0
-        batches = self.epoch_batches()
-        self._yielded = start
-        for batch in batches[start:]:
-            self._yielded += 1
-            yield batch
+        yield from self._resume.iterate(self.epoch, self.epoch_batches())
 
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
@@ -189,8 +210,7 @@ class BaseBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
         non_negative_int(epoch, "epoch")
-        if int(epoch) != self.epoch:
-            self._yielded = 0
+        self._resume.new_epoch(self.epoch, int(epoch))
         self.epoch = int(epoch)
 
     def _config(self) -> dict[str, Any]:
@@ -212,7 +232,7 @@ class BaseBatchSampler(Sampler[list[int]]):
                 ahead of the training loop, so a loop that checkpoints mid-epoch should pass
                 the number of batches it has actually trained on.
         """
-        done = self._yielded if batches_yielded is None else int(batches_yielded)
+        done = self._resume.yielded if batches_yielded is None else int(batches_yielded)
         return {"epoch": self.epoch, "batches_yielded": done, **self._config()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -229,5 +249,4 @@ class BaseBatchSampler(Sampler[list[int]]):
         if not 0 <= done <= len(self):
             raise ValueError(f"batches_yielded={done} is outside [0, {len(self)}]")
         self.epoch = int(state["epoch"])
-        self._resume_epoch, self._resume_offset = self.epoch, done
-        self._yielded = done
+        self._resume.resume_at(self.epoch, done)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Sampler
 
 from retrieval_kit._checks import non_negative_int, positive_int
-from retrieval_kit.samplers.base_batch_sampler import BaseBatchSampler
+from retrieval_kit.samplers.base_batch_sampler import BaseBatchSampler, ResumePoint
 
 #: the label of pool row j is ``NON_LANDMARK_BASE - j``; see ``non_landmark_labels``.
 NON_LANDMARK_BASE = -1
@@ -115,9 +115,7 @@ class NonLandmarkBatchSampler(Sampler[list[int]]):
                 f"({sampler.batch_size} landmark + per_batch={self.per_batch}) among "
                 f"world_size={world} ranks: the batch size must be divisible by the world size"
             )
-        self._resume_epoch: int | None = None
-        self._resume_offset = 0
-        self._yielded = 0
+        self._resume = ResumePoint()  # this class iterates: the base sampler's point is unused
 
     def _check_candidates(self, candidates: np.ndarray | torch.Tensor) -> np.ndarray:
         if isinstance(candidates, torch.Tensor):
@@ -187,13 +185,7 @@ class NonLandmarkBatchSampler(Sampler[list[int]]):
 
     # -- Sampler API (resume as in BaseBatchSampler) -------------------------------------------
     def __iter__(self) -> Iterator[list[int]]:
-        start = self._resume_offset if self._resume_epoch == self.epoch else 0
-        self._resume_epoch, self._resume_offset = None, 0
-        batches = self.epoch_batches()
-        self._yielded = start
-        for batch in batches[start:]:
-            self._yielded += 1
-            yield batch
+        yield from self._resume.iterate(self.epoch, self.epoch_batches())
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -201,8 +193,7 @@ class NonLandmarkBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
         epoch = non_negative_int(epoch, "epoch")
-        if epoch != self.epoch:
-            self._yielded = 0
+        self._resume.new_epoch(self.epoch, epoch)
         self.sampler.set_epoch(epoch)
 
     def _config(self) -> dict[str, Any]:
@@ -215,7 +206,7 @@ class NonLandmarkBatchSampler(Sampler[list[int]]):
 
     def state_dict(self, batches_yielded: int | None = None) -> dict[str, Any]:
         """The sampler's state (with its settings) plus the pool's settings."""
-        done = self._yielded if batches_yielded is None else int(batches_yielded)
+        done = self._resume.yielded if batches_yielded is None else int(batches_yielded)
         return {**self.sampler.state_dict(done), **self._config()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -230,8 +221,5 @@ class NonLandmarkBatchSampler(Sampler[list[int]]):
                     f"sampler state has {key}={state[key]!r} but this sampler has {value!r}"
                 )
         self.sampler.load_state_dict(state)
-        self._resume_epoch = self.sampler.epoch
-        self._resume_offset = int(state["batches_yielded"])
-        self._yielded = self._resume_offset
-        # The base sampler's own resume point is not used (this class iterates).
-        self.sampler._resume_epoch, self.sampler._resume_offset = None, 0
+        self._resume.resume_at(self.sampler.epoch, int(state["batches_yielded"]))
+        self.sampler._resume = ResumePoint()  # unused: this class iterates, not the sampler
