@@ -154,7 +154,7 @@ def test_torchrun_demo_matches_one_process(tmp_path):
     assert len(ran) == 10
     # Same files, nothing left over from the shards of the clustering.
     assert _files(one) == _files(two)
-    assert not [f for f in _files(two) if "rank000" in f or "cluster_embeddings" in f]
+    assert not [f for f in _files(two) if "rank000" in f or "train_embeddings" in f]
     # The first clustering (frozen pretrained model) is the one-process clustering; the
     # re-clustering with the model being trained is what one process makes of that model.
     epoch1 = Path("train", "checkpoints", "epoch_001.pt")
