@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tiny_run_counts_hashes_and_writes_its_section(tmp_path, monkeypatch):
-    bench = _load("bench_stage_markers")
+def test_tiny_run_counts_hashes_and_writes_its_section(load_benchmark, tmp_path, monkeypatch):
+    bench = load_benchmark("bench_stage_markers")
     from landmark_pipeline import state
 
     hashed: list[str] = []
@@ -51,8 +38,8 @@ def test_tiny_run_counts_hashes_and_writes_its_section(tmp_path, monkeypatch):
     assert why == "output metrics.json changed content"
 
 
-def test_main_writes_only_its_section(tmp_path, monkeypatch):
-    bench = _load("bench_stage_markers")
+def test_main_writes_only_its_section(load_benchmark, tmp_path, monkeypatch):
+    bench = load_benchmark("bench_stage_markers")
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# B\n\n<!-- other:begin -->\nkeep\n<!-- other:end -->\n", encoding="utf-8")
     rows = bench.main(

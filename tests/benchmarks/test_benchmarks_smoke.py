@@ -6,35 +6,21 @@ seconds in total. The real figures come from ``python benchmarks/run.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their siblings by name
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def sections(tmp_path_factory):
+def sections(load_benchmark, tmp_path_factory):
     """All five tables of run.py's smoke preset, run once and shared by the tests below."""
     import faiss
     import torch
 
     threads, omp = torch.get_num_threads(), faiss.omp_get_max_threads()
     torch.set_num_threads(1)  # tiny work: one thread avoids OpenMP barrier stalls on a busy CI box
-    run = _load("run")
+    run = load_benchmark("run")
     try:
         out = {s["name"]: s for s in run.run_tables("smoke")}
     finally:
@@ -57,17 +43,17 @@ def test_mining_same_loss_as_pml(sections):
     assert row["ours_s"] > 0 and row["pml_s"] > 0
 
 
-def test_index_recall_column_is_recomputed_independently(sections):
+def test_index_recall_column_is_recomputed_independently(load_benchmark, sections):
     """Rebuild the smoke table's data and score each row without bench_index's own truth."""
     import faiss
 
     from retrieval_kit.index import build_index
 
-    cfg = _load("run").PRESETS["smoke"]["index"]
+    cfg = load_benchmark("run").PRESETS["smoke"]["index"]
     (n,), dim, seed = cfg["sizes"], cfg["dim"], 0
     # rows of this run only (run.py may append the 2M rows of an earlier simulate_scale run)
     rows = {r["method"]: r for r in sections["index"]["rows"] if r["n"] == n}
-    gen = _load("bench_index").ClusteredSphere(dim, seed=seed)
+    gen = load_benchmark("bench_index").ClusteredSphere(dim, seed=seed)
     q = gen.sample(cfg["n_queries"], np.random.default_rng(seed + 2))
     x = gen.sample(n, np.random.default_rng(seed + 1))  # what to_memmap writes in one chunk
     truth = np.argmax(q @ x.T, axis=1)  # plain numpy, no faiss
@@ -118,8 +104,8 @@ def test_rerank_rows(sections):
     assert all(r["seconds"] > 0 for r in rows)
 
 
-def test_run_main_writes_the_document(tmp_path):
-    run = _load("run")
+def test_run_main_writes_the_document(load_benchmark, tmp_path):
+    run = load_benchmark("run")
     out = tmp_path / "docs" / "benchmarks.md"
     out.parent.mkdir()
     other = (
@@ -137,8 +123,8 @@ def test_run_main_writes_the_document(tmp_path):
     assert not list(out.parent.glob(".*.tmp"))  # atomic write left no temporary file
 
 
-def test_simulate_scale_streams_and_scores(tmp_path):
-    scale = _load("simulate_scale")
+def test_simulate_scale_streams_and_scores(load_benchmark, tmp_path):
+    scale = load_benchmark("simulate_scale")
     doc = tmp_path / "scaling.md"
     doc.write_text(f"# Scaling\n\nprose\n\n{scale.BEGIN}\nold\n{scale.END}\n\nmore prose\n")
     results = tmp_path / "scale.json"
@@ -155,8 +141,8 @@ def test_simulate_scale_streams_and_scores(tmp_path):
     assert not list(tmp_path.glob("*.npy"))  # the temporary vectors were removed
 
 
-def test_simulate_scale_exact_knn_matches_numpy(tmp_path):
-    scale = _load("simulate_scale")
+def test_simulate_scale_exact_knn_matches_numpy(load_benchmark, tmp_path):
+    scale = load_benchmark("simulate_scale")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1050, 8)).astype(np.float32)
     q = rng.normal(size=(7, 8)).astype(np.float32)
@@ -165,9 +151,9 @@ def test_simulate_scale_exact_knn_matches_numpy(tmp_path):
     np.testing.assert_array_equal(ids, want)
 
 
-def test_fast_sampler_matches_bench_index(tmp_path):
-    scale = _load("simulate_scale")
-    bench_index = _load("bench_index")
+def test_fast_sampler_matches_bench_index(load_benchmark, tmp_path):
+    scale = load_benchmark("simulate_scale")
+    bench_index = load_benchmark("bench_index")
     a = bench_index.ClusteredSphere(24, n_clusters=50, seed=3)
     b = scale.FastClusteredSphere(24, n_clusters=50, seed=3)
     xa = a.sample(500, np.random.default_rng(1))
@@ -175,8 +161,8 @@ def test_fast_sampler_matches_bench_index(tmp_path):
     np.testing.assert_allclose(xa, xb, atol=1e-5)
 
 
-def test_run_shows_simulate_scale_results_in_the_index_table(tmp_path, monkeypatch):
-    scale, run = _load("simulate_scale"), _load("run")
+def test_run_shows_simulate_scale_results_in_the_index_table(load_benchmark, tmp_path, monkeypatch):
+    scale, run = load_benchmark("simulate_scale"), load_benchmark("run")
     results = tmp_path / "scale.json"
     scale.main(["--n", "3000", "--dim", "8", "--factory", "IVF8,Flat", "--queries", "20",
                 "--chunk", "1000", "--threads", "1", "--workdir", str(tmp_path),
@@ -186,7 +172,7 @@ def test_run_shows_simulate_scale_results_in_the_index_table(tmp_path, monkeypat
     assert [r["n"] for r in rows] == [3000, 3000]
     assert rows[0]["recall@1"] == 1.0 and rows[1]["method"].endswith("IVF8,Flat")
     assert "simulate_scale.py" in note and "dimension differs" in note
-    table = _load("bench_index").markdown(rows)
+    table = load_benchmark("bench_index").markdown(rows)
     assert table.count("| 3,000 |") == 2
     monkeypatch.setattr(run, "SCALE_RESULTS", tmp_path / "missing.json")
     assert run._scale_rows(dim=16)[0] == []

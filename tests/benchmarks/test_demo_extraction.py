@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +13,6 @@ import yaml
 
 import retrieval_kit as rk
 from retrieval_kit.data.synthetic import synthetic_landmarks
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
 
 CONFIG = {
     "data": {"format": "synthetic", "synthetic": {"image_size": 64}},
@@ -55,8 +40,8 @@ def _unit(*v: float) -> np.ndarray:
     return a / np.linalg.norm(a)
 
 
-def test_scores_match_a_hand_computed_example(tmp_path):
-    bench = _load("demo_extraction")
+def test_scores_match_a_hand_computed_example(load_benchmark, tmp_path):
+    bench = load_benchmark("demo_extraction")
     vectors = {
         "a0": ("0", "train", "", _unit(1, 0, 0)),
         "a1": ("0", "val_db", "", _unit(0.8, 0.6, 0)),
@@ -93,8 +78,8 @@ def test_scores_match_a_hand_computed_example(tmp_path):
     assert scorer.score(emb, ok)["top1"] == pytest.approx(1 / 3)
 
 
-def test_setting_parsing():
-    bench = _load("demo_extraction")
+def test_setting_parsing(load_benchmark):
+    bench = load_benchmark("demo_extraction")
     assert bench.Setting.parse("long_side:112:multi") == bench.Setting("long_side", 112, True)
     assert bench.Setting.parse("squash:default") == bench.Setting("squash", None, False)
     for bad in ("long_side", "stretch:112", "squash:0", "squash:112:many", "squash:abc"):
@@ -102,9 +87,9 @@ def test_setting_parsing():
             bench.Setting.parse(bad)
 
 
-def test_tiny_end_to_end_run(tmp_path):
+def test_tiny_end_to_end_run(load_benchmark, tmp_path):
     """Tiny framed synthetic data, two random-weight models, the doc section and the JSON rows."""
-    bench = _load("demo_extraction")
+    bench = load_benchmark("demo_extraction")
     ds = synthetic_landmarks(
         tmp_path / "data",
         num_landmarks=3,

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "benchmarks"
-
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 DOC = (
@@ -37,8 +25,8 @@ def _split(text: str, name: str) -> tuple[str, str]:
     return text.split(begin)[0], text.split(end)[1]
 
 
-def test_only_the_named_section_changes():
-    ds = _load("doc_section")
+def test_only_the_named_section_changes(load_benchmark):
+    ds = load_benchmark("doc_section")
     new = ds.replace_section(DOC, "second", "## Second\nnew figure 0.456\n")
     head, tail = _split(DOC, "second")
     assert new == head + (
@@ -49,15 +37,15 @@ def test_only_the_named_section_changes():
     assert ds.replace_section(new, "second", "## Second\nnew figure 0.456") == new
 
 
-def test_a_new_section_is_appended_and_the_rest_kept():
-    ds = _load("doc_section")
+def test_a_new_section_is_appended_and_the_rest_kept(load_benchmark):
+    ds = load_benchmark("doc_section")
     new = ds.replace_section(DOC, "fourth", "## Fourth\nx")
     assert new.startswith(DOC.rstrip("\n") + "\n\n<!-- fourth:begin -->\n")
     assert new.endswith("## Fourth\nx\n<!-- fourth:end -->\n")
 
 
-def test_write_section_file_keeps_other_sections_byte_identical(tmp_path):
-    ds = _load("doc_section")
+def test_write_section_file_keeps_other_sections_byte_identical(load_benchmark, tmp_path):
+    ds = load_benchmark("doc_section")
     doc = tmp_path / "benchmarks.md"
     doc.write_bytes(DOC.encode())
     ds.write_section(doc, "first", "## First\n\nreplaced")
@@ -84,18 +72,18 @@ def test_write_section_file_keeps_other_sections_byte_identical(tmp_path):
         ("text <!-- s:begin --> inline\n<!-- s:end -->\n", "not on a line of its own"),
     ],
 )
-def test_broken_markers_are_an_error_naming_the_file(text, message):
-    ds = _load("doc_section")
+def test_broken_markers_are_an_error_naming_the_file(load_benchmark, text, message):
+    ds = load_benchmark("doc_section")
     with pytest.raises(ValueError, match=message) as e:
         ds.replace_section(text, "s", "x", where="docs/x.md")
     assert "docs/x.md" in str(e.value)
 
 
-def test_the_shipped_docs_use_one_marker_style():
+def test_the_shipped_docs_use_one_marker_style(load_benchmark):
     """Every generated section of docs/ is a well-formed ``<!-- name:begin/end -->`` pair."""
     import re
 
-    ds = _load("doc_section")
+    ds = load_benchmark("doc_section")
     for page in ("benchmarks.md", "index.md", "scaling.md", "embed.md"):
         text = (ROOT / "docs" / page).read_text(encoding="utf-8")
         names = re.findall(r"^<!-- ([\w.-]+):begin -->$", text, re.M)
@@ -106,8 +94,8 @@ def test_the_shipped_docs_use_one_marker_style():
             assert ds.replace_section(text, name, body) == text, (page, name)
 
 
-def test_run_py_replaces_only_its_own_sections(tmp_path):
-    run = _load("run")
+def test_run_py_replaces_only_its_own_sections(load_benchmark, tmp_path):
+    run = load_benchmark("run")
     doc = tmp_path / "benchmarks.md"
     doc.write_text(
         "# Benchmarks\n\n<!-- run_mining:begin -->\nmining of an earlier run\n"
@@ -130,7 +118,7 @@ def test_run_py_replaces_only_its_own_sections(tmp_path):
     parts = run.render(info, sections, "smoke", (0, 0, 0), 1.0)
     assert list(parts) == ["run_header", "run_metrics"]
     assert "--only metrics" in parts["run_header"]
-    _load("doc_section").write_sections(doc, parts)
+    load_benchmark("doc_section").write_sections(doc, parts)
     text = doc.read_text(encoding="utf-8")
     assert "mining of an earlier run" in text and "kept 1.234" in text
     assert text.startswith(

@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their siblings by name
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _rows(two: tuple[float, float, float]):
@@ -30,8 +16,8 @@ def _rows(two: tuple[float, float, float]):
     ]
 
 
-def test_torchrun_within_the_rounding_spread():
-    report = _load("landmark_report")
+def test_torchrun_within_the_rounding_spread(load_benchmark):
+    report = load_benchmark("landmark_report")
     text = report.torchrun_table(_rows((0.42, 0.485, 0.80)), seed=0)
     assert "| 1 process x 1 thread | 0.440 | 0.480 | 0.800 | — |" in text
     # Rounding: |0.40 - 0.44| = 0.040, |0.50 - 0.48| = 0.020, |0.75 - 0.80| = 0.050.
@@ -40,15 +26,15 @@ def test_torchrun_within_the_rounding_spread():
     assert "|difference| GAP 0.020, mAP@100 0.005, top-1 0.000: within" in text
 
 
-def test_torchrun_outside_when_one_metric_is_farther_than_rounding():
-    report = _load("landmark_report")
+def test_torchrun_outside_when_one_metric_is_farther_than_rounding(load_benchmark):
+    report = load_benchmark("landmark_report")
     # GAP 0.30 is 0.100 from the nearer run (0.40), more than the 0.040 rounding gives.
     text = report.torchrun_table(_rows((0.30, 0.49, 0.80)), seed=0)
     assert "GAP 0.100, mAP@100 0.010, top-1 0.000: outside" in text
 
 
-def test_run_torchrun_reuses_recorded_runs(tmp_path, monkeypatch):
-    report = _load("landmark_report")
+def test_run_torchrun_reuses_recorded_runs(load_benchmark, tmp_path, monkeypatch):
+    report = load_benchmark("landmark_report")
     metrics = {"gap": 0.4, "map_at_100": 0.5, "top1_accuracy": 0.75}
     (tmp_path / "demo_seed0.json").write_text(json.dumps({"seconds": 70, "index": metrics}))
     for name in ("demo_seed0_p1t1", "demo_seed0_p2t1"):

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 # The tiny pipeline of tests/examples/test_landmark_pipeline.py, as overrides of every run.
 TINY = [
@@ -40,16 +35,6 @@ TINY = [
 ]
 
 
-def _load():
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("loss_ablation", BENCH / "loss_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loss_ablation"] = module  # its dataclass looks its module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def _metrics(gap: float, train_s: float) -> dict:
     return {
         "gap": gap,
@@ -66,8 +51,8 @@ def _metrics(gap: float, train_s: float) -> dict:
     }
 
 
-def test_table_rows_are_the_mean_and_spread_over_seeds():
-    la = _load()
+def test_table_rows_are_the_mean_and_spread_over_seeds(load_benchmark):
+    la = load_benchmark("loss_ablation")
     variants = [la.VARIANTS["triplet"], la.VARIANTS["subcenter_arcface"]]
     records = [
         {"variant": "triplet", "seed": s, "metrics": _metrics(g, t)}
@@ -90,8 +75,8 @@ def test_table_rows_are_the_mean_and_spread_over_seeds():
 
 
 @pytest.mark.slow
-def test_runs_write_the_section_and_reuse_the_shared_stages(tmp_path):
-    la = _load()
+def test_runs_write_the_section_and_reuse_the_shared_stages(load_benchmark, tmp_path):
+    la = load_benchmark("loss_ablation")
     doc = tmp_path / "landmark.md"
     doc.write_text("# Landmark\n\nprose\n", encoding="utf-8")
     argv = ["--seeds", "0", "--variants", "triplet", "arcface_triplet", "--out", str(doc)]
@@ -115,8 +100,8 @@ def test_runs_write_the_section_and_reuse_the_shared_stages(tmp_path):
     assert la.main(argv) == records
 
 
-def test_a_second_invocation_on_the_same_work_folder_is_refused(tmp_path, capsys):
-    la = _load()
+def test_a_second_invocation_on_the_same_work_folder_is_refused(load_benchmark, tmp_path, capsys):
+    la = load_benchmark("loss_ablation")
     (tmp_path / "loss_ablation.lock").touch()
     with pytest.raises(SystemExit):
         la.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "doc.md")])

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import their siblings by name
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_table_and_differences_from_finished_runs(tmp_path):
-    report = _load("non_landmark_report")
+def test_table_and_differences_from_finished_runs(load_benchmark, tmp_path):
+    report = load_benchmark("non_landmark_report")
     for variant, gaps in ((0, (0.2, 0.4)), (2, (0.3, 0.45))):
         run = tmp_path / f"seed0_variant{variant}"
         run.mkdir()
