@@ -112,16 +112,7 @@ def test_arcface_resume_restores_the_head(split_run, tmp_path, monkeypatch, head
     _train(split_run, tmp_path / "whole", **train)
     whole = torch.load(tmp_path / "whole" / "train" / "checkpoints" / "last.pt", weights_only=True)
 
-    real = rk.train.train_one_epoch
-    calls = []
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rk.train, "train_one_epoch", crash_in_second_epoch)
+    real = pipeline.crash_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         _train(split_run, tmp_path / "resumed", **train)
     assert StageMarker(tmp_path / "resumed", "train").read() is None

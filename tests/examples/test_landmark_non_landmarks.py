@@ -127,16 +127,7 @@ def test_arcface_with_non_landmarks_resumes_exactly(split_run, tmp_path, monkeyp
     whole = torch.load(tmp_path / "whole" / "train" / "checkpoints" / "last.pt", weights_only=True)
     assert whole["sampler"]["non_landmark_pool"] == 10
 
-    real = rk.train.train_one_epoch
-    calls = []
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rk.train, "train_one_epoch", crash_in_second_epoch)
+    real = pipeline.crash_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         _train(split_run, tmp_path / "resumed", **train)
     monkeypatch.setattr(rk.train, "train_one_epoch", real)

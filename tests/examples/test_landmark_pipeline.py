@@ -248,6 +248,24 @@ def test_config_change_makes_stage_and_downstream_stale(demo_run):
         _run(config, out, ["predict", "evaluate"])
 
 
+def crash_in_epoch(monkeypatch, epoch: int):
+    """``rk.train.train_one_epoch`` raises KeyboardInterrupt on call ``epoch`` (1-based): a run
+    killed in that epoch. Returns the real function, to put back before resuming."""
+    import retrieval_kit as rk
+
+    real = rk.train.train_one_epoch
+    calls = []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rk.train, "train_one_epoch", crashing)
+    return real
+
+
 def test_train_resumes_from_last_checkpoint(demo_run, tmp_path, monkeypatch):
     import retrieval_kit as rk
 
@@ -255,22 +273,13 @@ def test_train_resumes_from_last_checkpoint(demo_run, tmp_path, monkeypatch):
     config = tiny_config(train={"epochs": 2, "sampler": "pk", "max_batches_per_epoch": 2})
     config.data.root = str(out / "data")
     _copy_stages(out, tmp_path, ("prepare", "clean", "split"))
-    real = rk.train.train_one_epoch
-    calls = []
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rk.train, "train_one_epoch", crash_in_second_epoch)
+    real = crash_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         _run(config, tmp_path, ["train"])
     assert StageMarker(tmp_path, "train").read() is None  # not mistaken for done
     ckpt = torch.load(tmp_path / "train" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1
-    calls.clear()
+    calls = []  # the resumed run's epochs
     monkeypatch.setattr(
         rk.train, "train_one_epoch", lambda *a, **k: (calls.append(1), real(*a, **k))[1]
     )
